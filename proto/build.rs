@@ -1,6 +1,11 @@
 //! Compiles the .proto files with protox (pure Rust), so a fresh machine needs no protoc.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/drpc.proto", "proto/srv.proto", "proto/auth.proto", "proto/mgmt.proto"];
+    let files = [
+        "proto/drpc.proto",
+        "proto/srv.proto",
+        "proto/auth.proto",
+        "proto/mgmt.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

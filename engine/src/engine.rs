@@ -5,13 +5,15 @@
 
 use std::sync::Arc;
 
+use futures::future::join_all;
 use proto::srv::{PoolShardInfo, TargetSpace, TierSpace};
 use proto::{DaosError, Der};
-use futures::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::storage::{pool_dir, vos_path, ShardRec, Storage, TargetShard, SCM_ALIGN, SHARD_VERSION};
+use crate::storage::{
+    pool_dir, vos_path, ShardRec, Storage, TargetShard, EXTENT_ALIGN, SCM_ALIGN, SHARD_VERSION,
+};
 use crate::targets::{Targets, TgtReq};
 
 pub struct Engine {
@@ -23,38 +25,67 @@ pub struct Engine {
 impl Engine {
     pub fn new(storage: Storage, targets: Targets) -> Arc<Self> {
         let ntgts = targets.list.len() as u32;
-        Arc::new(Engine { storage: Mutex::new(storage), targets, ntgts })
+        Arc::new(Engine {
+            storage: Mutex::new(storage),
+            targets,
+            ntgts,
+        })
     }
 
     /// Reserves `scm_bytes` and `nvme_bytes` for a pool, split evenly over the targets.
     /// Repeating a create that already succeeded with the same sizes succeeds.
     pub async fn pool_create(&self, uuid: &str, scm_bytes: u64, nvme_bytes: u64) -> Result<()> {
         if uuid::Uuid::parse_str(uuid).is_err() {
-            return Err(DaosError::new(Der::INVAL, format!("pool uuid {uuid:?} is not a UUID")).into());
+            return Err(
+                DaosError::new(Der::INVAL, format!("pool uuid {uuid:?} is not a UUID")).into(),
+            );
         }
         let mut st = self.storage.lock().await;
         if let Some(rec) = st.shards.get(uuid) {
             if rec.scm_bytes == scm_bytes && rec.nvme_bytes == nvme_bytes {
                 return Ok(());
             }
-            return Err(DaosError::new(Der::EXIST, format!("pool {uuid} already has a shard of other sizes")).into());
+            return Err(DaosError::new(
+                Der::EXIST,
+                format!("pool {uuid} already has a shard of other sizes"),
+            )
+            .into());
         }
         let n = self.ntgts as u64;
         let scm_tgt = (scm_bytes / n) / SCM_ALIGN * SCM_ALIGN;
-        let nvme_tgt = nvme_bytes / n;
+        let nvme_tgt = (nvme_bytes / n) / EXTENT_ALIGN * EXTENT_ALIGN;
+        if nvme_bytes > 0 && nvme_tgt == 0 {
+            return Err(DaosError::new(
+                Der::INVAL,
+                format!("pool {uuid}: {nvme_bytes} bytes of NVMe is too small for {n} targets"),
+            )
+            .into());
+        }
         if scm_tgt == 0 {
-            return Err(DaosError::new(Der::INVAL, format!("pool {uuid}: {scm_bytes} bytes of SCM is too small for {n} targets")).into());
+            return Err(DaosError::new(
+                Der::INVAL,
+                format!("pool {uuid}: {scm_bytes} bytes of SCM is too small for {n} targets"),
+            )
+            .into());
         }
         let scm_free = st.scm_total.saturating_sub(st.scm_reserved());
         if scm_tgt * n > scm_free {
             return Err(DaosError::new(
                 Der::NOSPACE,
-                format!("pool {uuid}: {} of SCM requested, {} free", proto::units::format_bytes(scm_tgt * n), proto::units::format_bytes(scm_free)),
+                format!(
+                    "pool {uuid}: {} of SCM requested, {} free",
+                    proto::units::format_bytes(scm_tgt * n),
+                    proto::units::format_bytes(scm_free)
+                ),
             )
             .into());
         }
         if nvme_tgt > 0 && st.devices.is_empty() {
-            return Err(DaosError::new(Der::NOSPACE, format!("pool {uuid}: NVMe space requested but this engine has no bulk devices")).into());
+            return Err(DaosError::new(
+                Der::NOSPACE,
+                format!("pool {uuid}: NVMe space requested but this engine has no bulk devices"),
+            )
+            .into());
         }
         // Reserve bulk extents for every target, or none.
         let mut tshards = Vec::new();
@@ -72,7 +103,11 @@ impl Engine {
                         }
                         return Err(DaosError::new(
                             Der::NOSPACE,
-                            format!("pool {uuid}: {} of NVMe requested, {} free", proto::units::format_bytes(nvme_bytes), proto::units::format_bytes(free)),
+                            format!(
+                                "pool {uuid}: {} of NVMe requested, {} free",
+                                proto::units::format_bytes(nvme_bytes),
+                                proto::units::format_bytes(free)
+                            ),
                         )
                         .into());
                     }
@@ -80,7 +115,11 @@ impl Engine {
             } else {
                 None
             };
-            tshards.push(TargetShard { tgt, scm_bytes: scm_tgt, bdev });
+            tshards.push(TargetShard {
+                tgt,
+                scm_bytes: scm_tgt,
+                bdev,
+            });
         }
         let rec = ShardRec {
             version: SHARD_VERSION,
@@ -105,11 +144,16 @@ impl Engine {
 
     async fn create_files(&self, st: &Storage, rec: &ShardRec) -> Result<()> {
         let dir = pool_dir(&st.scm_mount, &rec.pool_uuid);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let calls = rec.targets.iter().map(|t| {
             let path = vos_path(&st.scm_mount, &rec.pool_uuid, t.tgt);
             let scm_bytes = t.scm_bytes;
-            self.targets.call(t.tgt, move |reply| TgtReq::CreateVos { path, scm_bytes, reply })
+            self.targets.call(t.tgt, move |reply| TgtReq::CreateVos {
+                path,
+                scm_bytes,
+                reply,
+            })
         });
         for r in join_all(calls).await {
             r?;
@@ -124,21 +168,28 @@ impl Engine {
         let dir = pool_dir(&st.scm_mount, uuid);
         let Some(rec) = st.drop_shard(uuid)? else {
             if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
                 return Ok(());
             }
-            return Err(DaosError::new(Der::NONEXIST, format!("pool {uuid} has no shard on this engine")).into());
+            return Err(DaosError::new(
+                Der::NONEXIST,
+                format!("pool {uuid} has no shard on this engine"),
+            )
+            .into());
         };
         let calls = rec.targets.iter().map(|t| {
             let path = vos_path(&st.scm_mount, uuid, t.tgt);
-            self.targets.call(t.tgt, move |reply| TgtReq::DestroyVos { path, reply })
+            self.targets
+                .call(t.tgt, move |reply| TgtReq::DestroyVos { path, reply })
         });
         for r in join_all(calls).await {
             if let Err(e) = r {
                 tracing::warn!(pool = uuid, "destroy: {e}");
             }
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
         tracing::info!(pool = uuid, "pool shard destroyed");
         Ok(())
     }
@@ -146,23 +197,38 @@ impl Engine {
     /// Tier totals and what pools reserve of them.
     pub async fn space(&self) -> (TierSpace, TierSpace, Vec<PoolShardInfo>, Vec<String>) {
         let st = self.storage.lock().await;
-        let scm = TierSpace { class: "scm".into(), total: st.scm_total, reserved: st.scm_reserved() };
+        let scm = TierSpace {
+            class: "scm".into(),
+            total: st.scm_total,
+            reserved: st.scm_reserved(),
+        };
         let nvme = TierSpace {
-            class: st.devices.first().map(|d| d.class.clone()).unwrap_or_default(),
+            class: st
+                .devices
+                .first()
+                .map(|d| d.class.clone())
+                .unwrap_or_default(),
             total: st.alloc.total(),
             reserved: st.alloc.reserved(),
         };
         let pools = st.shards.values().map(shard_info).collect();
-        let bdevs = st.devices.iter().map(|d| d.path.display().to_string()).collect();
+        let bdevs = st
+            .devices
+            .iter()
+            .map(|d| d.path.display().to_string())
+            .collect();
         (scm, nvme, pools, bdevs)
     }
 
     pub async fn pool_query(&self, uuid: &str) -> Result<PoolShardInfo> {
         let st = self.storage.lock().await;
-        st.shards
-            .get(uuid)
-            .map(shard_info)
-            .ok_or_else(|| DaosError::new(Der::NONEXIST, format!("pool {uuid} has no shard on this engine")).into())
+        st.shards.get(uuid).map(shard_info).ok_or_else(|| {
+            DaosError::new(
+                Der::NONEXIST,
+                format!("pool {uuid} has no shard on this engine"),
+            )
+            .into()
+        })
     }
 }
 
@@ -175,7 +241,13 @@ fn shard_info(rec: &ShardRec) -> PoolShardInfo {
             .iter()
             .map(|t| {
                 let nvme = t.bdev.map(|e| e.len).unwrap_or(0);
-                TargetSpace { tgt: t.tgt, scm_total: t.scm_bytes, scm_free: t.scm_bytes, nvme_total: nvme, nvme_free: nvme }
+                TargetSpace {
+                    tgt: t.tgt,
+                    scm_total: t.scm_bytes,
+                    scm_free: t.scm_bytes,
+                    nvme_total: nvme,
+                    nvme_free: nvme,
+                }
             })
             .collect(),
     }

@@ -46,7 +46,8 @@ pub fn engine_sock(socket_dir: &std::path::Path, idx: u32) -> PathBuf {
 
 /// Finds the IPv4 address of a network interface.
 fn iface_addr(name: &str) -> Result<IpAddr, DaosError> {
-    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| DaosError::new(Der::IO, format!("listing interfaces: {e}")))?;
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| DaosError::new(Der::IO, format!("listing interfaces: {e}")))?;
     for a in addrs {
         if a.interface_name != name {
             continue;
@@ -55,16 +56,20 @@ fn iface_addr(name: &str) -> Result<IpAddr, DaosError> {
             return Ok(IpAddr::V4(Ipv4Addr::from(sin.ip())));
         }
     }
-    Err(DaosError::new(Der::INVAL, format!("fabric_iface {name:?}: no such interface with an IPv4 address")))
+    Err(DaosError::new(
+        Der::INVAL,
+        format!("fabric_iface {name:?}: no such interface with an IPv4 address"),
+    ))
 }
 
 /// Runs the engine until `shutdown` is cancelled.
 pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Error> {
     let scm = args.scm_mount.clone();
     let nvme = args.nvme_conf.clone();
-    let storage = tokio::task::spawn_blocking(move || storage::Storage::open(&scm, nvme.as_deref()))
-        .await
-        .map_err(|e| Error::io("opening storage", std::io::Error::other(e)))??;
+    let storage =
+        tokio::task::spawn_blocking(move || storage::Storage::open(&scm, nvme.as_deref()))
+            .await
+            .map_err(|e| Error::io("opening storage", std::io::Error::other(e)))??;
     tracing::info!(
         system = %args.group,
         instance = args.instance_idx,
@@ -76,7 +81,8 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
         pools = storage.shards.len(),
         "storage opened"
     );
-    let targets = targets::Targets::start(args.targets).map_err(|e| Error::io("starting target threads", e))?;
+    let targets = targets::Targets::start(args.targets)
+        .map_err(|e| Error::io("starting target threads", e))?;
     let engine = Engine::new(storage, targets);
 
     // The data-plane endpoint: its address is what clients are told to reach.
@@ -84,14 +90,27 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
     let ip = iface_addr(&args.fabric_iface)?;
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, args.fabric_port))
         .await
-        .map_err(|e| Error::io(format!("binding data-plane endpoint {ip}:{}", args.fabric_port), e))?;
+        .map_err(|e| {
+            Error::io(
+                format!("binding data-plane endpoint {ip}:{}", args.fabric_port),
+                e,
+            )
+        })?;
     let uri = format!("tcp://{ip}:{}", args.fabric_port);
     let fabric = tokio::spawn(serve_fabric(listener, shutdown.clone()));
 
     let sock = engine_sock(&args.socket_dir, args.instance_idx);
-    let drpc_listener = drpc::bind(&sock).map_err(|e| Error::io(format!("binding dRPC socket {}", sock.display()), e))?;
-    let handler = Arc::new(EngineHandler { engine: engine.clone(), uid: nix::unistd::geteuid().as_raw() });
-    let drpc_task = tokio::spawn(drpc::serve(drpc_listener, handler, shutdown.clone().cancelled_owned()));
+    let drpc_listener = drpc::bind(&sock)
+        .map_err(|e| Error::io(format!("binding dRPC socket {}", sock.display()), e))?;
+    let handler = Arc::new(EngineHandler {
+        engine: engine.clone(),
+        uid: nix::unistd::geteuid().as_raw(),
+    });
+    let drpc_task = tokio::spawn(drpc::serve(
+        drpc_listener,
+        handler,
+        shutdown.clone().cancelled_owned(),
+    ));
 
     let notify = NotifyReadyReq {
         uri,
@@ -112,7 +131,9 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
     let _ = std::fs::remove_file(&sock);
     match Arc::try_unwrap(engine) {
         Ok(e) => e.targets.stop(),
-        Err(_) => tracing::warn!("engine still referenced at shutdown; target threads left to exit with the process"),
+        Err(_) => tracing::warn!(
+            "engine still referenced at shutdown; target threads left to exit with the process"
+        ),
     }
     tracing::info!("engine stopped");
     Ok(())
@@ -146,24 +167,43 @@ fn status_of(r: &Result<(), Error>) -> (i32, String) {
 }
 
 impl Handler for EngineHandler {
-    async fn handle(&self, conn: ConnInfo, module: i32, method: i32, body: Vec<u8>) -> Result<Vec<u8>, HandlerError> {
+    async fn handle(
+        &self,
+        conn: ConnInfo,
+        module: i32,
+        method: i32,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, HandlerError> {
         if module != module::MGMT {
             return Err(HandlerError::UnknownModule);
         }
         // Only daos_server (same user, or root) may manage this engine.
         if conn.peer.uid != self.uid && conn.peer.uid != 0 {
-            tracing::warn!(uid = conn.peer.uid, "refusing dRPC call {method} from another user");
+            tracing::warn!(
+                uid = conn.peer.uid,
+                "refusing dRPC call {method} from another user"
+            );
             let st = Der::NO_PERM.code();
-            return Ok(PoolCreateShardResp { status: st, info: "permission denied".into() }.encode_to_vec());
+            return Ok(PoolCreateShardResp {
+                status: st,
+                info: "permission denied".into(),
+            }
+            .encode_to_vec());
         }
         let e = &self.engine;
         Ok(match method {
             method::POOL_CREATE => {
                 let req = PoolCreateShardReq::decode(body.as_slice())?;
-                let r = e.pool_create(&req.pool_uuid, req.scm_bytes, req.nvme_bytes).await;
+                let r = e
+                    .pool_create(&req.pool_uuid, req.scm_bytes, req.nvme_bytes)
+                    .await;
                 match &r {
-                    Ok(()) => tracing::info!(pool = %req.pool_uuid, scm = req.scm_bytes, nvme = req.nvme_bytes, "pool shard created"),
-                    Err(err) => tracing::warn!(pool = %req.pool_uuid, "pool shard create failed: {err}"),
+                    Ok(()) => {
+                        tracing::info!(pool = %req.pool_uuid, scm = req.scm_bytes, nvme = req.nvme_bytes, "pool shard created")
+                    }
+                    Err(err) => {
+                        tracing::warn!(pool = %req.pool_uuid, "pool shard create failed: {err}")
+                    }
                 }
                 let (status, info) = status_of(&r);
                 PoolCreateShardResp { status, info }.encode_to_vec()
@@ -177,13 +217,28 @@ impl Handler for EngineHandler {
                 StorageQueryReq::decode(body.as_slice())?;
                 let (scm, nvme, pools, bdev_list) = e.space().await;
                 let scm_mount = e.storage.lock().await.scm_mount.display().to_string();
-                StorageQueryResp { status: 0, rank: 0, scm: Some(scm), nvme: Some(nvme), pools, scm_mount, bdev_list }.encode_to_vec()
+                StorageQueryResp {
+                    status: 0,
+                    rank: 0,
+                    scm: Some(scm),
+                    nvme: Some(nvme),
+                    pools,
+                    scm_mount,
+                    bdev_list,
+                }
+                .encode_to_vec()
             }
             method::POOL_QUERY => {
                 let req = PoolQueryShardReq::decode(body.as_slice())?;
                 match e.pool_query(&req.pool_uuid).await {
-                    Ok(shard) => PoolQueryShardResp { status: 0, shard: Some(shard) },
-                    Err(err) => PoolQueryShardResp { status: err.to_daos().der.code(), shard: None },
+                    Ok(shard) => PoolQueryShardResp {
+                        status: 0,
+                        shard: Some(shard),
+                    },
+                    Err(err) => PoolQueryShardResp {
+                        status: err.to_daos().der.code(),
+                        shard: None,
+                    },
                 }
                 .encode_to_vec()
             }

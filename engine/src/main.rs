@@ -61,20 +61,27 @@ fn main() -> anyhow::Result<()> {
         fabric_port: cli.port,
     };
     if args.targets == 0 || args.targets > 64 {
-        anyhow::bail!("-t/--targets must be between 1 and 64, got {}", args.targets);
+        anyhow::bail!(
+            "-t/--targets must be between 1 and 64, got {}",
+            args.targets
+        );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         let s2 = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!("cannot handle SIGTERM: {e}");
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!("cannot handle SIGTERM: {e}");
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
@@ -92,9 +99,14 @@ fn main() -> anyhow::Result<()> {
 /// Logs go to D_LOG_FILE (else stderr) at the level of D_LOG_MASK (else RUST_LOG, else INFO).
 fn init_logging() -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let level = std::env::var("D_LOG_MASK").ok().and_then(|m| proto::log_mask_level(&m)).unwrap_or("info");
+    let level = std::env::var("D_LOG_MASK")
+        .ok()
+        .and_then(|m| proto::log_mask_level(&m))
+        .unwrap_or("info");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     match std::env::var_os("D_LOG_FILE") {
         Some(p) => {
             let f = std::fs::OpenOptions::new()

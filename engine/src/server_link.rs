@@ -21,7 +21,9 @@ pub async fn stay_joined(socket_dir: &Path, req: NotifyReadyReq, shutdown: Cance
     let mut warned = false;
     loop {
         let attempt = async {
-            let mut c = DrpcClient::connect(&path).await?.with_timeout(Duration::from_secs(30));
+            let mut c = DrpcClient::connect(&path)
+                .await?
+                .with_timeout(Duration::from_secs(30));
             let resp: NotifyReadyResp = c.call(module::SRV, method::NOTIFY_READY, &req).await?;
             Ok::<_, proto::drpc::DrpcError>((c, resp))
         };
@@ -39,11 +41,19 @@ pub async fn stay_joined(socket_dir: &Path, req: NotifyReadyReq, shutdown: Cance
                 }
             }
             Ok((_, resp)) => {
-                tracing::error!("daos_server refused the join: {}", proto::Der::from_code(resp.status).map(|d| d.to_string()).unwrap_or_else(|| resp.status.to_string()));
+                tracing::error!(
+                    "daos_server refused the join: {}",
+                    proto::Der::from_code(resp.status)
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| resp.status.to_string())
+                );
             }
             Err(e) => {
                 if !warned {
-                    tracing::warn!("cannot reach daos_server at {}: {e}; retrying", path.display());
+                    tracing::warn!(
+                        "cannot reach daos_server at {}: {e}; retrying",
+                        path.display()
+                    );
                     warned = true;
                 }
             }

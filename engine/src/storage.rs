@@ -72,7 +72,10 @@ pub struct Allocator {
 
 impl Allocator {
     pub fn new(sizes: Vec<u64>) -> Self {
-        Allocator { used: vec![BTreeMap::new(); sizes.len()], sizes }
+        Allocator {
+            used: vec![BTreeMap::new(); sizes.len()],
+            sizes,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -86,13 +89,22 @@ impl Allocator {
     /// Marks an extent used (from a shard record). Fails if it overlaps another
     /// or lies outside its device: the records are then inconsistent.
     pub fn mark(&mut self, e: Extent) -> std::result::Result<(), String> {
-        let size = *self.sizes.get(e.dev as usize).ok_or_else(|| format!("extent on unknown device {}", e.dev))?;
+        let size = *self
+            .sizes
+            .get(e.dev as usize)
+            .ok_or_else(|| format!("extent on unknown device {}", e.dev))?;
         if e.off.checked_add(e.len).is_none_or(|end| end > size) {
             return Err(format!("extent {e:?} lies beyond device size {size}"));
         }
         let used = &mut self.used[e.dev as usize];
-        let overlaps_prev = used.range(..=e.off).next_back().is_some_and(|(o, l)| o + l > e.off);
-        let overlaps_next = used.range(e.off..).next().is_some_and(|(o, _)| *o < e.off + e.len);
+        let overlaps_prev = used
+            .range(..=e.off)
+            .next_back()
+            .is_some_and(|(o, l)| o + l > e.off);
+        let overlaps_next = used
+            .range(e.off..)
+            .next()
+            .is_some_and(|(o, _)| *o < e.off + e.len);
         if overlaps_prev || overlaps_next {
             return Err(format!("extent {e:?} overlaps another"));
         }
@@ -118,7 +130,11 @@ impl Allocator {
             }
             if let Some(off) = found {
                 self.used[dev].insert(off, len);
-                return Some(Extent { dev: dev as u32, off, len });
+                return Some(Extent {
+                    dev: dev as u32,
+                    off,
+                    len,
+                });
             }
         }
         None
@@ -171,9 +187,14 @@ fn dev_size(path: &Path) -> std::io::Result<u64> {
 impl Storage {
     /// Opens the storage under `scm_mount` with the bulk devices of `nvme_conf`.
     pub fn open(scm_mount: &Path, nvme_conf: Option<&Path>) -> Result<Self> {
-        let meta = std::fs::metadata(scm_mount).map_err(|e| Error::io(format!("scm_mount {}", scm_mount.display()), e))?;
+        let meta = std::fs::metadata(scm_mount)
+            .map_err(|e| Error::io(format!("scm_mount {}", scm_mount.display()), e))?;
         if !meta.is_dir() {
-            return Err(DaosError::new(Der::INVAL, format!("scm_mount {} is not a directory", scm_mount.display())).into());
+            return Err(DaosError::new(
+                Der::INVAL,
+                format!("scm_mount {} is not a directory", scm_mount.display()),
+            )
+            .into());
         }
         let st = nix::sys::statvfs::statvfs(scm_mount)
             .map_err(|e| Error::io(format!("statvfs {}", scm_mount.display()), e.into()))?;
@@ -181,21 +202,35 @@ impl Storage {
 
         let mut devices = Vec::new();
         if let Some(conf) = nvme_conf {
-            let data = std::fs::read(conf).map_err(|e| Error::io(format!("nvme config {}", conf.display()), e))?;
-            let conf_msg = NvmeConf::decode(data.as_slice())
-                .map_err(|e| DaosError::new(Der::INVAL, format!("nvme config {} does not decode: {e}", conf.display())))?;
+            let data = std::fs::read(conf)
+                .map_err(|e| Error::io(format!("nvme config {}", conf.display()), e))?;
+            let conf_msg = NvmeConf::decode(data.as_slice()).map_err(|e| {
+                DaosError::new(
+                    Der::INVAL,
+                    format!("nvme config {} does not decode: {e}", conf.display()),
+                )
+            })?;
             for d in conf_msg.devices {
                 let path = PathBuf::from(&d.path);
-                let actual = dev_size(&path).map_err(|e| Error::io(format!("bdev {}", path.display()), e))?;
+                let actual = dev_size(&path)
+                    .map_err(|e| Error::io(format!("bdev {}", path.display()), e))?;
                 if d.size != 0 && actual < d.size {
                     return Err(DaosError::new(
                         Der::INVAL,
-                        format!("bdev {} is {actual} bytes, config says {}; reformat", path.display(), d.size),
+                        format!(
+                            "bdev {} is {actual} bytes, config says {}; reformat",
+                            path.display(),
+                            d.size
+                        ),
                     )
                     .into());
                 }
                 let size = if d.size == 0 { actual } else { d.size };
-                devices.push(Device { class: d.class, path, size });
+                devices.push(Device {
+                    class: d.class,
+                    path,
+                    size,
+                });
             }
         }
         let mut s = Storage {
@@ -211,28 +246,44 @@ impl Storage {
 
     fn load_shards(&mut self) -> Result<()> {
         let dir = pools_dir(&self.scm_mount);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let rd = std::fs::read_dir(&dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let rd = std::fs::read_dir(&dir)
+            .map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
         for ent in rd {
             let ent = ent.map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
             let p = ent.path();
             let rec_path = p.join("shard");
             if !rec_path.exists() {
                 tracing::warn!(path = %p.display(), "removing pool directory of an interrupted create");
-                std::fs::remove_dir_all(&p).map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
+                std::fs::remove_dir_all(&p)
+                    .map_err(|e| Error::io(format!("removing {}", p.display()), e))?;
                 continue;
             }
-            let data = std::fs::read(&rec_path).map_err(|e| Error::io(format!("reading {}", rec_path.display()), e))?;
-            let rec: ShardRec = serde_json::from_slice(&data)
-                .map_err(|e| DaosError::new(Der::IO, format!("shard record {} is corrupt: {e}", rec_path.display())))?;
+            let data = std::fs::read(&rec_path)
+                .map_err(|e| Error::io(format!("reading {}", rec_path.display()), e))?;
+            let rec: ShardRec = serde_json::from_slice(&data).map_err(|e| {
+                DaosError::new(
+                    Der::IO,
+                    format!("shard record {} is corrupt: {e}", rec_path.display()),
+                )
+            })?;
             if rec.version != SHARD_VERSION {
-                return Err(DaosError::new(Der::PROTO, format!("shard record {} has version {}", rec_path.display(), rec.version)).into());
+                return Err(DaosError::new(
+                    Der::PROTO,
+                    format!(
+                        "shard record {} has version {}",
+                        rec_path.display(),
+                        rec.version
+                    ),
+                )
+                .into());
             }
             for t in &rec.targets {
                 if let Some(e) = t.bdev {
-                    self.alloc
-                        .mark(e)
-                        .map_err(|m| DaosError::new(Der::IO, format!("shard record {}: {m}", rec_path.display())))?;
+                    self.alloc.mark(e).map_err(|m| {
+                        DaosError::new(Der::IO, format!("shard record {}: {m}", rec_path.display()))
+                    })?;
                 }
             }
             self.shards.insert(rec.pool_uuid.clone(), rec);
@@ -247,8 +298,10 @@ impl Storage {
     /// Makes the shard record of a fully created pool durable.
     pub fn commit_shard(&mut self, rec: ShardRec) -> Result<()> {
         let dir = pool_dir(&self.scm_mount, &rec.pool_uuid);
-        let data = serde_json::to_vec_pretty(&rec).map_err(|e| DaosError::new(Der::MISC, e.to_string()))?;
-        write_atomic(&dir, "shard", &data).map_err(|e| Error::io(format!("writing shard record in {}", dir.display()), e))?;
+        let data = serde_json::to_vec_pretty(&rec)
+            .map_err(|e| DaosError::new(Der::MISC, e.to_string()))?;
+        write_atomic(&dir, "shard", &data)
+            .map_err(|e| Error::io(format!("writing shard record in {}", dir.display()), e))?;
         self.shards.insert(rec.pool_uuid.clone(), rec);
         Ok(())
     }
@@ -256,10 +309,13 @@ impl Storage {
     /// Removes the shard record (the point after which the pool is gone here) and
     /// frees its bulk extents, punching them out of the device files.
     pub fn drop_shard(&mut self, uuid: &str) -> Result<Option<ShardRec>> {
-        let Some(rec) = self.shards.get(uuid).cloned() else { return Ok(None) };
+        let Some(rec) = self.shards.get(uuid).cloned() else {
+            return Ok(None);
+        };
         let dir = pool_dir(&self.scm_mount, uuid);
         let rec_path = dir.join("shard");
-        std::fs::remove_file(&rec_path).map_err(|e| Error::io(format!("removing {}", rec_path.display()), e))?;
+        std::fs::remove_file(&rec_path)
+            .map_err(|e| Error::io(format!("removing {}", rec_path.display()), e))?;
         if let Ok(d) = File::open(&dir) {
             let _ = d.sync_all();
         }
@@ -275,19 +331,25 @@ impl Storage {
 
     /// Returns an extent's blocks to the device file's filesystem.
     fn punch(&self, e: Extent) {
-        let Some(d) = self.devices.get(e.dev as usize) else { return };
+        let Some(d) = self.devices.get(e.dev as usize) else {
+            return;
+        };
         if d.class != "file" {
             return;
         }
-        let r = std::fs::OpenOptions::new().write(true).open(&d.path).and_then(|f| {
-            nix::fcntl::fallocate(
-                std::os::fd::AsRawFd::as_raw_fd(&f),
-                nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
-                e.off as i64,
-                e.len as i64,
-            )
-            .map_err(std::io::Error::from)
-        });
+        let r = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&d.path)
+            .and_then(|f| {
+                nix::fcntl::fallocate(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
+                        | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE,
+                    e.off as i64,
+                    e.len as i64,
+                )
+                .map_err(std::io::Error::from)
+            });
         if let Err(err) = r {
             tracing::warn!(path = %d.path.display(), "punching freed extent {e:?}: {err}");
         }
@@ -308,7 +370,10 @@ mod tests {
         assert!(a.alloc(EXTENT_ALIGN).is_none(), "14 MiB of 14 MiB used");
         for (i, x) in got.iter().enumerate() {
             for y in &got[i + 1..] {
-                assert!(x.dev != y.dev || x.off + x.len <= y.off || y.off + y.len <= x.off, "{x:?} overlaps {y:?}");
+                assert!(
+                    x.dev != y.dev || x.off + x.len <= y.off || y.off + y.len <= x.off,
+                    "{x:?} overlaps {y:?}"
+                );
             }
         }
         a.free(got[1]);
@@ -320,10 +385,39 @@ mod tests {
     #[test]
     fn mark_rejects_overlap_and_overflow() {
         let mut a = Allocator::new(vec![8 * EXTENT_ALIGN]);
-        a.mark(Extent { dev: 0, off: 0, len: 2 * EXTENT_ALIGN }).unwrap();
-        assert!(a.mark(Extent { dev: 0, off: EXTENT_ALIGN, len: EXTENT_ALIGN }).is_err());
-        assert!(a.mark(Extent { dev: 0, off: 7 * EXTENT_ALIGN, len: 2 * EXTENT_ALIGN }).is_err());
-        assert!(a.mark(Extent { dev: 3, off: 0, len: 1 }).is_err());
-        assert!(a.mark(Extent { dev: 0, off: u64::MAX, len: 2 }).is_err());
+        a.mark(Extent {
+            dev: 0,
+            off: 0,
+            len: 2 * EXTENT_ALIGN,
+        })
+        .unwrap();
+        assert!(a
+            .mark(Extent {
+                dev: 0,
+                off: EXTENT_ALIGN,
+                len: EXTENT_ALIGN
+            })
+            .is_err());
+        assert!(a
+            .mark(Extent {
+                dev: 0,
+                off: 7 * EXTENT_ALIGN,
+                len: 2 * EXTENT_ALIGN
+            })
+            .is_err());
+        assert!(a
+            .mark(Extent {
+                dev: 3,
+                off: 0,
+                len: 1
+            })
+            .is_err());
+        assert!(a
+            .mark(Extent {
+                dev: 0,
+                off: u64::MAX,
+                len: 2
+            })
+            .is_err());
     }
 }

@@ -14,9 +14,16 @@ use crate::error::{Error, Result};
 
 pub enum TgtReq {
     /// Creates the target's VOS file for a pool, preallocated to `scm_bytes`.
-    CreateVos { path: PathBuf, scm_bytes: u64, reply: oneshot::Sender<Result<()>> },
+    CreateVos {
+        path: PathBuf,
+        scm_bytes: u64,
+        reply: oneshot::Sender<Result<()>>,
+    },
     /// Removes the target's VOS file.
-    DestroyVos { path: PathBuf, reply: oneshot::Sender<Result<()>> },
+    DestroyVos {
+        path: PathBuf,
+        reply: oneshot::Sender<Result<()>>,
+    },
 }
 
 pub struct Targets {
@@ -32,7 +39,9 @@ impl Targets {
         let mut threads = Vec::new();
         for tgt in 0..n {
             let (tx, rx) = mpsc::channel(64);
-            let h = std::thread::Builder::new().name(format!("tgt_{tgt}")).spawn(move || target_main(tgt, rx))?;
+            let h = std::thread::Builder::new()
+                .name(format!("tgt_{tgt}"))
+                .spawn(move || target_main(tgt, rx))?;
             list.push(tx);
             threads.push(h);
         }
@@ -40,8 +49,17 @@ impl Targets {
     }
 
     /// Sends a request to target `tgt` and waits for its reply.
-    pub async fn call<T>(&self, tgt: u32, make: impl FnOnce(oneshot::Sender<Result<T>>) -> TgtReq) -> Result<T> {
-        let gone = || Error::io(format!("target {tgt}"), std::io::Error::other("target thread has stopped"));
+    pub async fn call<T>(
+        &self,
+        tgt: u32,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> TgtReq,
+    ) -> Result<T> {
+        let gone = || {
+            Error::io(
+                format!("target {tgt}"),
+                std::io::Error::other("target thread has stopped"),
+            )
+        };
         let t = self.list.get(tgt as usize).ok_or_else(gone)?;
         let (reply, rx) = oneshot::channel();
         t.send(make(reply)).await.map_err(|_| gone())?;
@@ -62,7 +80,11 @@ fn target_main(tgt: u32, mut rx: mpsc::Receiver<TgtReq>) {
     let _g = span.enter();
     while let Some(req) = rx.blocking_recv() {
         match req {
-            TgtReq::CreateVos { path, scm_bytes, reply } => {
+            TgtReq::CreateVos {
+                path,
+                scm_bytes,
+                reply,
+            } => {
                 let _ = reply.send(create_vos(&path, scm_bytes));
             }
             TgtReq::DestroyVos { path, reply } => {
@@ -80,9 +102,15 @@ fn target_main(tgt: u32, mut rx: mpsc::Receiver<TgtReq>) {
 /// Creates the file and reserves its blocks, so the space is really set aside.
 fn create_vos(path: &std::path::Path, size: u64) -> Result<()> {
     let what = || format!("creating VOS file {} of {size} bytes", path.display());
-    let f = OpenOptions::new().create(true).truncate(true).write(true).open(path).map_err(|e| Error::io(what(), e))?;
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(what(), e))?;
     if size > 0 {
-        nix::fcntl::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, size as i64).map_err(|e| Error::io(what(), e.into()))?;
+        nix::fcntl::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, size as i64)
+            .map_err(|e| Error::io(what(), e.into()))?;
     }
     f.sync_all().map_err(|e| Error::io(what(), e))
 }

@@ -20,14 +20,18 @@ pub struct CredSigner {
 impl CredSigner {
     /// A fresh random key.
     pub fn generate() -> Self {
-        CredSigner { key: SigningKey::generate(&mut rand::rngs::OsRng) }
+        CredSigner {
+            key: SigningKey::generate(&mut rand::rngs::OsRng),
+        }
     }
 
     /// Loads a PKCS#8 PEM Ed25519 private key (`openssl genpkey -algorithm ed25519`).
     pub fn from_pem(pem: &str) -> Result<Self, DaosError> {
         SigningKey::from_pkcs8_pem(pem)
             .map(|key| CredSigner { key })
-            .map_err(|e| DaosError::new(Der::INVAL, format!("not a PKCS#8 Ed25519 private key: {e}")))
+            .map_err(|e| {
+                DaosError::new(Der::INVAL, format!("not a PKCS#8 Ed25519 private key: {e}"))
+            })
     }
 
     /// The private key as PKCS#8 PEM.
@@ -56,8 +60,14 @@ impl CredSigner {
         let data = sys.encode_to_vec();
         let sig = self.key.sign(&data);
         Credential {
-            token: Some(Token { flavor: Flavor::AuthSys as i32, data }),
-            verifier: Some(Token { flavor: Flavor::AuthSys as i32, data: sig.to_bytes().to_vec() }),
+            token: Some(Token {
+                flavor: Flavor::AuthSys as i32,
+                data,
+            }),
+            verifier: Some(Token {
+                flavor: Flavor::AuthSys as i32,
+                data: sig.to_bytes().to_vec(),
+            }),
             origin: self.key_id(),
         }
     }
@@ -77,8 +87,13 @@ pub fn verify(cred: &Credential, key: &VerifyingKey) -> Result<AuthSys, DaosErro
         return Err(bad("token flavor is not AUTH_SYS"));
     }
     let verifier = cred.verifier.as_ref().ok_or_else(|| bad("no verifier"))?;
-    let sig: [u8; 64] = verifier.data.as_slice().try_into().map_err(|_| bad("verifier is not a 64-byte signature"))?;
-    key.verify(&token.data, &Signature::from_bytes(&sig)).map_err(|_| bad("signature does not match"))?;
+    let sig: [u8; 64] = verifier
+        .data
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("verifier is not a 64-byte signature"))?;
+    key.verify(&token.data, &Signature::from_bytes(&sig))
+        .map_err(|_| bad("signature does not match"))?;
     AuthSys::decode(token.data.as_slice()).map_err(|_| bad("token does not decode"))
 }
 
@@ -93,7 +108,13 @@ mod tests {
     #[test]
     fn sign_verify_and_tamper() {
         let s = CredSigner::generate();
-        let sys = AuthSys { user: "alice@".into(), uid: 1000, gid: 1000, machinename: "h".into(), ..Default::default() };
+        let sys = AuthSys {
+            user: "alice@".into(),
+            uid: 1000,
+            gid: 1000,
+            machinename: "h".into(),
+            ..Default::default()
+        };
         let cred = s.sign(&sys);
         let key = verifying_key_from_pem(&s.public_pem().unwrap()).unwrap();
         assert_eq!(verify(&cred, &key).unwrap(), sys);

@@ -100,7 +100,10 @@ pub struct DaosError {
 
 impl DaosError {
     pub fn new(der: Der, msg: impl Into<String>) -> Self {
-        DaosError { der, msg: msg.into() }
+        DaosError {
+            der,
+            msg: msg.into(),
+        }
     }
 
     /// Builds the gRPC status for this error, with the DER code in metadata.
@@ -166,14 +169,20 @@ mod tests {
         assert_eq!(Der::NO_PERM.code(), -1001);
         assert_eq!(Der::NOSPACE.code(), -1007);
         assert_eq!(Der::TIMEDOUT.code(), -1011);
-        assert_eq!(Der::NONEXIST.to_string(), "DER_NONEXIST(-1005): The specified entity does not exist");
+        assert_eq!(
+            Der::NONEXIST.to_string(),
+            "DER_NONEXIST(-1005): The specified entity does not exist"
+        );
     }
 
     #[test]
     fn codes_round_trip_and_are_unique() {
         for d in Der::ALL {
             assert_eq!(Der::from_code(d.code()), Some(*d));
-            assert_eq!(Der::ALL.iter().filter(|o| o.number() == d.number()).count(), 1);
+            assert_eq!(
+                Der::ALL.iter().filter(|o| o.number() == d.number()).count(),
+                1
+            );
         }
         assert_eq!(Der::from_code(0), None);
         assert_eq!(Der::from_code(i32::MIN), None);

@@ -54,7 +54,10 @@ pub mod method {
 #[derive(Debug, thiserror::Error)]
 pub enum DrpcError {
     #[error("dRPC socket {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("dRPC I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("dRPC frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
@@ -77,7 +80,9 @@ impl From<DrpcError> for DaosError {
             DrpcError::Connect { .. } | DrpcError::Closed => Der::UNREACH,
             DrpcError::Timeout(_) => Der::TIMEDOUT,
             DrpcError::Status(Status::UnknownMethod | Status::UnknownModule) => Der::NOSYS,
-            DrpcError::Decode(_) | DrpcError::TooLarge(_) | DrpcError::Sequence { .. } => Der::PROTO,
+            DrpcError::Decode(_) | DrpcError::TooLarge(_) | DrpcError::Sequence { .. } => {
+                Der::PROTO
+            }
             _ => Der::IO,
         };
         DaosError::new(der, e.to_string())
@@ -85,21 +90,27 @@ impl From<DrpcError> for DaosError {
 }
 
 /// Writes one frame.
-pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, msg: &impl Message) -> Result<(), DrpcError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &impl Message,
+) -> Result<(), DrpcError> {
     let len = msg.encoded_len();
     if len > MAX_FRAME {
         return Err(DrpcError::TooLarge(len));
     }
     let mut buf = Vec::with_capacity(4 + len);
     buf.extend_from_slice(&(len as u32).to_le_bytes());
-    msg.encode(&mut buf).map_err(|e| std::io::Error::other(e.to_string()))?;
+    msg.encode(&mut buf)
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
     w.write_all(&buf).await?;
     w.flush().await?;
     Ok(())
 }
 
 /// Reads one frame. `Ok(None)` means the peer closed the connection between frames.
-pub async fn read_frame<R: AsyncRead + Unpin, M: Message + Default>(r: &mut R) -> Result<Option<M>, DrpcError> {
+pub async fn read_frame<R: AsyncRead + Unpin, M: Message + Default>(
+    r: &mut R,
+) -> Result<Option<M>, DrpcError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -133,8 +144,15 @@ impl DrpcClient {
     pub async fn connect(path: &Path) -> Result<Self, DrpcError> {
         let stream = UnixStream::connect(path)
             .await
-            .map_err(|source| DrpcError::Connect { path: path.display().to_string(), source })?;
-        Ok(DrpcClient { stream, seq: 0, timeout: Duration::from_secs(60) })
+            .map_err(|source| DrpcError::Connect {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(DrpcClient {
+            stream,
+            seq: 0,
+            timeout: Duration::from_secs(60),
+        })
     }
 
     /// Sets the time one call may take.
@@ -151,18 +169,28 @@ impl DrpcClient {
         req: &Req,
     ) -> Result<Resp, DrpcError> {
         self.seq += 1;
-        let call = Call { module, method, sequence: self.seq, body: req.encode_to_vec() };
+        let call = Call {
+            module,
+            method,
+            sequence: self.seq,
+            body: req.encode_to_vec(),
+        };
         let timeout = self.timeout;
         let want = self.seq;
         let stream = &mut self.stream;
         let resp: Response = tokio::time::timeout(timeout, async move {
             write_frame(stream, &call).await?;
-            read_frame::<_, Response>(stream).await?.ok_or(DrpcError::Closed)
+            read_frame::<_, Response>(stream)
+                .await?
+                .ok_or(DrpcError::Closed)
         })
         .await
         .map_err(|_| DrpcError::Timeout(timeout))??;
         if resp.sequence != want {
-            return Err(DrpcError::Sequence { want, got: resp.sequence });
+            return Err(DrpcError::Sequence {
+                want,
+                got: resp.sequence,
+            });
         }
         let status = Status::try_from(resp.status).unwrap_or(Status::Failure);
         if status != Status::Success {
@@ -215,8 +243,13 @@ impl From<prost::DecodeError> for HandlerError {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one call and returns the encoded response body. Application
     /// failures go in the response message's own `status` field.
-    fn handle(&self, conn: ConnInfo, module: i32, method: i32, body: Vec<u8>)
-        -> impl Future<Output = Result<Vec<u8>, HandlerError>> + Send;
+    fn handle(
+        &self,
+        conn: ConnInfo,
+        module: i32,
+        method: i32,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, HandlerError>> + Send;
 
     /// Called once when a connection ends, whatever the reason.
     fn closed(&self, _conn: ConnInfo) {}
@@ -236,7 +269,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Accepts connections until `shutdown` completes, serving each on its own task.
-pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>, shutdown: impl Future<Output = ()>) {
+pub async fn serve<H: Handler>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     tokio::pin!(shutdown);
     loop {
@@ -252,13 +289,20 @@ pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>, shutdown
             },
         };
         let peer = match stream.peer_cred() {
-            Ok(c) => PeerCred { uid: c.uid(), gid: c.gid(), pid: c.pid() },
+            Ok(c) => PeerCred {
+                uid: c.uid(),
+                gid: c.gid(),
+                pid: c.pid(),
+            },
             Err(e) => {
                 tracing::warn!("dRPC peer credentials unavailable, dropping connection: {e}");
                 continue;
             }
         };
-        let conn = ConnInfo { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), peer };
+        let conn = ConnInfo {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            peer,
+        };
         let h = handler.clone();
         tokio::spawn(async move {
             if let Err(e) = serve_conn(stream, conn, &*h).await {
@@ -269,18 +313,31 @@ pub async fn serve<H: Handler>(listener: UnixListener, handler: Arc<H>, shutdown
     }
 }
 
-async fn serve_conn<H: Handler>(mut stream: UnixStream, conn: ConnInfo, h: &H) -> Result<(), DrpcError> {
+async fn serve_conn<H: Handler>(
+    mut stream: UnixStream,
+    conn: ConnInfo,
+    h: &H,
+) -> Result<(), DrpcError> {
     while let Some(call) = read_frame::<_, Call>(&mut stream).await? {
         let (status, body) = match h.handle(conn, call.module, call.method, call.body).await {
             Ok(body) => (Status::Success, body),
             Err(HandlerError::UnknownModule) => (Status::UnknownModule, Vec::new()),
             Err(HandlerError::UnknownMethod) => (Status::UnknownMethod, Vec::new()),
             Err(HandlerError::BadPayload(e)) => {
-                tracing::warn!(conn = conn.id, "dRPC payload for {}/{} does not decode: {e}", call.module, call.method);
+                tracing::warn!(
+                    conn = conn.id,
+                    "dRPC payload for {}/{} does not decode: {e}",
+                    call.module,
+                    call.method
+                );
                 (Status::FailedUnmarshalPayload, Vec::new())
             }
         };
-        let resp = Response { sequence: call.sequence, status: status as i32, body };
+        let resp = Response {
+            sequence: call.sequence,
+            status: status as i32,
+            body,
+        };
         write_frame(&mut stream, &resp).await?;
     }
     Ok(())
@@ -293,7 +350,13 @@ mod tests {
 
     struct Echo;
     impl Handler for Echo {
-        async fn handle(&self, _c: ConnInfo, module: i32, method: i32, body: Vec<u8>) -> Result<Vec<u8>, HandlerError> {
+        async fn handle(
+            &self,
+            _c: ConnInfo,
+            module: i32,
+            method: i32,
+            body: Vec<u8>,
+        ) -> Result<Vec<u8>, HandlerError> {
             if module != module::MGMT {
                 return Err(HandlerError::UnknownModule);
             }
@@ -301,7 +364,11 @@ mod tests {
                 return Err(HandlerError::UnknownMethod);
             }
             let req = PoolDestroyShardReq::decode(body.as_slice())?;
-            Ok(PoolDestroyShardResp { status: 0, info: req.pool_uuid }.encode_to_vec())
+            Ok(PoolDestroyShardResp {
+                status: 0,
+                info: req.pool_uuid,
+            }
+            .encode_to_vec())
         }
     }
 
@@ -314,13 +381,23 @@ mod tests {
 
         let mut c = DrpcClient::connect(&path).await.unwrap();
         let r: PoolDestroyShardResp = c
-            .call(module::MGMT, method::POOL_DESTROY, &PoolDestroyShardReq { pool_uuid: "abc".into() })
+            .call(
+                module::MGMT,
+                method::POOL_DESTROY,
+                &PoolDestroyShardReq {
+                    pool_uuid: "abc".into(),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(r.info, "abc");
-        let e = c.call::<_, PoolDestroyShardResp>(module::SRV, 1, &PoolDestroyShardReq::default()).await;
+        let e = c
+            .call::<_, PoolDestroyShardResp>(module::SRV, 1, &PoolDestroyShardReq::default())
+            .await;
         assert!(matches!(e, Err(DrpcError::Status(Status::UnknownModule))));
-        let e = c.call::<_, PoolDestroyShardResp>(module::MGMT, 1, &PoolDestroyShardReq::default()).await;
+        let e = c
+            .call::<_, PoolDestroyShardResp>(module::MGMT, 1, &PoolDestroyShardReq::default())
+            .await;
         assert!(matches!(e, Err(DrpcError::Status(Status::UnknownMethod))));
 
         // An oversize length prefix: the server drops that connection only.
@@ -336,7 +413,13 @@ mod tests {
 
         // The first client is unaffected.
         let r: PoolDestroyShardResp = c
-            .call(module::MGMT, method::POOL_DESTROY, &PoolDestroyShardReq { pool_uuid: "x".into() })
+            .call(
+                module::MGMT,
+                method::POOL_DESTROY,
+                &PoolDestroyShardReq {
+                    pool_uuid: "x".into(),
+                },
+            )
             .await
             .unwrap();
         assert_eq!(r.info, "x");

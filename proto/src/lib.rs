@@ -48,12 +48,20 @@ pub const DEFAULT_AGENT_RUNTIME_DIR: &str = "/var/run/daos_agent";
 pub const AGENT_SOCK_NAME: &str = "daos_sock";
 
 /// DAOS log masks accepted in configs and in `D_LOG_MASK`.
-pub const LOG_MASKS: &[&str] = &["TRACE", "DEBUG", "DBUG", "INFO", "NOTE", "WARN", "ERR", "ERROR", "CRIT", "ALRT", "EMRG", "EMIT"];
+pub const LOG_MASKS: &[&str] = &[
+    "TRACE", "DEBUG", "DBUG", "INFO", "NOTE", "WARN", "ERR", "ERROR", "CRIT", "ALRT", "EMRG",
+    "EMIT",
+];
 
 /// Maps a DAOS log mask (`INFO`, `DEBUG`, `ERR`, or `INFO,MGMT=DEBUG`: the first
 /// item sets the level) to a `tracing` filter level.
 pub fn log_mask_level(mask: &str) -> Option<&'static str> {
-    let first = mask.split(',').next().unwrap_or("").trim().to_ascii_uppercase();
+    let first = mask
+        .split(',')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
     Some(match first.as_str() {
         "TRACE" => "trace",
         "DEBUG" | "DBUG" => "debug",

@@ -7,9 +7,15 @@
 /// Parses a size. The error names the input and what is accepted.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || format!("invalid size {s:?}: expected a number with an optional unit such as 500MB, 8GiB or 1T");
+    let bad = || {
+        format!(
+            "invalid size {s:?}: expected a number with an optional unit such as 500MB, 8GiB or 1T"
+        )
+    };
     if num.is_empty() {
         return Err(bad());
     }
@@ -70,7 +76,11 @@ pub fn format_ranks(ranks: &[u32]) -> String {
             i += 1;
             end = v[i];
         }
-        parts.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
         i += 1;
     }
     format!("[{}]", parts.join(","))

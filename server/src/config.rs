@@ -78,7 +78,13 @@ pub struct TransportConfig {
 
 impl Default for TransportConfig {
     fn default() -> Self {
-        TransportConfig { allow_insecure: false, client_cert_dir: None, ca_cert: None, cert: None, key: None }
+        TransportConfig {
+            allow_insecure: false,
+            client_cert_dir: None,
+            ca_cert: None,
+            cert: None,
+            key: None,
+        }
     }
 }
 
@@ -199,7 +205,9 @@ fn gib_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         S(String),
     }
     match S::deserialize(d)? {
-        S::N(n) => n.checked_mul(1 << 30).ok_or_else(|| serde::de::Error::custom("size in GiB is too large")),
+        S::N(n) => n
+            .checked_mul(1 << 30)
+            .ok_or_else(|| serde::de::Error::custom("size in GiB is too large")),
         S::S(s) => proto::units::parse_size(&s).map_err(serde::de::Error::custom),
     }
 }
@@ -230,18 +238,28 @@ fn default_crt_timeout() -> u32 {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config {path}: {msg} (see docs/config.md for every key)")]
     Parse { path: String, msg: String },
     #[error("config {path}: {key}: {msg}")]
-    Invalid { path: String, key: String, msg: String },
+    Invalid {
+        path: String,
+        key: String,
+        msg: String,
+    },
 }
 
 impl ServerConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         let cfg = Self::parse(&text, &p)?;
         cfg.validate(&p)?;
         Ok(cfg)
@@ -249,17 +267,26 @@ impl ServerConfig {
 
     /// Parses YAML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        serde_norway::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), msg: e.to_string() })
+        serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            msg: e.to_string(),
+        })
     }
 
     /// The replica list, whichever key spelled it.
     pub fn replicas(&self) -> &[String] {
-        self.mgmt_svc_replicas.as_deref().or(self.access_points.as_deref()).unwrap_or(&[])
+        self.mgmt_svc_replicas
+            .as_deref()
+            .or(self.access_points.as_deref())
+            .unwrap_or(&[])
     }
 
     /// Replica addresses with the default port filled in.
     pub fn replica_addrs(&self) -> Vec<String> {
-        self.replicas().iter().map(|a| with_port(a, self.port)).collect()
+        self.replicas()
+            .iter()
+            .map(|a| with_port(a, self.port))
+            .collect()
     }
 
     /// Warnings for keys that are accepted but have no effect here.
@@ -275,7 +302,9 @@ impl ServerConfig {
         ];
         for (k, set) in ignored {
             if set {
-                w.push(format!("{k}: ignored (this stack drives storage without SPDK or hugepages)"));
+                w.push(format!(
+                    "{k}: ignored (this stack drives storage without SPDK or hugepages)"
+                ));
             }
         }
         if self.access_points.is_some() && self.mgmt_svc_replicas.is_none() {
@@ -286,22 +315,54 @@ impl ServerConfig {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, msg: String| ConfigError::Invalid { path: origin.to_string(), key: key.to_string(), msg };
-        if self.name.is_empty() || self.name.len() > 63 || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
-            return Err(bad("name", format!("{:?} is not a valid system name: use 1-63 letters, digits, '_', '-' or '.'", self.name)));
+        let bad = |key: &str, msg: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            key: key.to_string(),
+            msg,
+        };
+        if self.name.is_empty()
+            || self.name.len() > 63
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
+            return Err(bad(
+                "name",
+                format!(
+                    "{:?} is not a valid system name: use 1-63 letters, digits, '_', '-' or '.'",
+                    self.name
+                ),
+            ));
         }
         if self.port == 0 {
-            return Err(bad("port", "must be a port number between 1 and 65535".into()));
+            return Err(bad(
+                "port",
+                "must be a port number between 1 and 65535".into(),
+            ));
         }
         if self.access_points.is_some() && self.mgmt_svc_replicas.is_some() {
-            return Err(bad("mgmt_svc_replicas", "set either mgmt_svc_replicas or access_points, not both".into()));
+            return Err(bad(
+                "mgmt_svc_replicas",
+                "set either mgmt_svc_replicas or access_points, not both".into(),
+            ));
         }
         let reps = self.replicas();
         if reps.is_empty() {
-            return Err(bad("mgmt_svc_replicas", "needs at least one host[:port] (e.g. [localhost]) to run the management service".into()));
+            return Err(bad(
+                "mgmt_svc_replicas",
+                "needs at least one host[:port] (e.g. [localhost]) to run the management service"
+                    .into(),
+            ));
         }
         if reps.len() % 2 == 0 {
-            return Err(bad("mgmt_svc_replicas", format!("has {} entries; use an odd number (1, 3 or 5) so a majority exists", reps.len())));
+            return Err(bad(
+                "mgmt_svc_replicas",
+                format!(
+                    "has {} entries; use an odd number (1, 3 or 5) so a majority exists",
+                    reps.len()
+                ),
+            ));
         }
         let mut seen = HashSet::new();
         for a in self.replica_addrs() {
@@ -309,29 +370,51 @@ impl ServerConfig {
                 return Err(bad("mgmt_svc_replicas", format!("{a} is listed twice")));
             }
             if split_host_port(&a).is_none() {
-                return Err(bad("mgmt_svc_replicas", format!("{a:?} is not host[:port]")));
+                return Err(bad(
+                    "mgmt_svc_replicas",
+                    format!("{a:?} is not host[:port]"),
+                ));
             }
         }
         if !self.socket_dir.is_absolute() {
-            return Err(bad("socket_dir", format!("{} must be an absolute path", self.socket_dir.display())));
+            return Err(bad(
+                "socket_dir",
+                format!("{} must be an absolute path", self.socket_dir.display()),
+            ));
         }
         if !self.provider.starts_with("ofi+") && self.provider != "tcp" {
-            return Err(bad("provider", format!("{:?} is not supported: use ofi+tcp", self.provider)));
+            return Err(bad(
+                "provider",
+                format!("{:?} is not supported: use ofi+tcp", self.provider),
+            ));
         }
         if proto::log_mask_level(&self.control_log_mask).is_none() {
-            return Err(bad("control_log_mask", format!("{:?} is not a log level; use one of {}", self.control_log_mask, proto::LOG_MASKS.join(", "))));
+            return Err(bad(
+                "control_log_mask",
+                format!(
+                    "{:?} is not a log level; use one of {}",
+                    self.control_log_mask,
+                    proto::LOG_MASKS.join(", ")
+                ),
+            ));
         }
         let t = &self.transport_config;
         if !t.allow_insecure {
             for (k, v) in [("ca_cert", &t.ca_cert), ("cert", &t.cert), ("key", &t.key)] {
                 if v.is_none() {
-                    return Err(bad(&format!("transport_config.{k}"), "required unless allow_insecure is true".into()));
+                    return Err(bad(
+                        &format!("transport_config.{k}"),
+                        "required unless allow_insecure is true".into(),
+                    ));
                 }
             }
         }
         if let Some(m) = &self.control_metadata {
             if !m.path.is_absolute() {
-                return Err(bad("control_metadata.path", format!("{} must be an absolute path", m.path.display())));
+                return Err(bad(
+                    "control_metadata.path",
+                    format!("{} must be an absolute path", m.path.display()),
+                ));
             }
         }
         let mut ports = HashSet::new();
@@ -339,19 +422,41 @@ impl ServerConfig {
         for (i, e) in self.engines.iter().enumerate() {
             let key = |k: &str| format!("engines[{i}].{k}");
             if e.targets == 0 || e.targets > 64 {
-                return Err(bad(&key("targets"), format!("{} is out of range: use 1 to 64", e.targets)));
+                return Err(bad(
+                    &key("targets"),
+                    format!("{} is out of range: use 1 to 64", e.targets),
+                ));
             }
             if e.nr_xs_helpers > e.targets {
-                return Err(bad(&key("nr_xs_helpers"), format!("{} exceeds targets ({})", e.nr_xs_helpers, e.targets)));
+                return Err(bad(
+                    &key("nr_xs_helpers"),
+                    format!("{} exceeds targets ({})", e.nr_xs_helpers, e.targets),
+                ));
             }
             if e.fabric_iface_port == 0 || !ports.insert(e.fabric_iface_port) {
-                return Err(bad(&key("fabric_iface_port"), format!("{} must be nonzero and unique per engine", e.fabric_iface_port)));
+                return Err(bad(
+                    &key("fabric_iface_port"),
+                    format!(
+                        "{} must be nonzero and unique per engine",
+                        e.fabric_iface_port
+                    ),
+                ));
             }
             if e.fabric_iface.is_empty() {
-                return Err(bad(&key("fabric_iface"), "must name a network interface, e.g. lo or eth0".into()));
+                return Err(bad(
+                    &key("fabric_iface"),
+                    "must name a network interface, e.g. lo or eth0".into(),
+                ));
             }
             if proto::log_mask_level(&e.log_mask).is_none() {
-                return Err(bad(&key("log_mask"), format!("{:?} is not a log level; use one of {}", e.log_mask, proto::LOG_MASKS.join(", "))));
+                return Err(bad(
+                    &key("log_mask"),
+                    format!(
+                        "{:?} is not a log level; use one of {}",
+                        e.log_mask,
+                        proto::LOG_MASKS.join(", ")
+                    ),
+                ));
             }
             for v in &e.env_vars {
                 if !v.contains('=') {
@@ -359,49 +464,87 @@ impl ServerConfig {
                 }
             }
             if e.storage.is_empty() || e.scm().is_none() {
-                return Err(bad(&key("storage"), "the first tier must be class ram or dcpm (the SCM tier)".into()));
+                return Err(bad(
+                    &key("storage"),
+                    "the first tier must be class ram or dcpm (the SCM tier)".into(),
+                ));
             }
             for (j, tier) in e.storage.iter().enumerate() {
                 let tkey = |k: &str| format!("engines[{i}].storage[{j}].{k}");
                 if j > 0 && tier.scm_mount().is_some() {
-                    return Err(bad(&tkey("class"), "only the first tier may be ram or dcpm".into()));
+                    return Err(bad(
+                        &tkey("class"),
+                        "only the first tier may be ram or dcpm".into(),
+                    ));
                 }
                 match tier {
-                    Tier::Ram { scm_mount, scm_size, .. } => {
+                    Tier::Ram {
+                        scm_mount,
+                        scm_size,
+                        ..
+                    } => {
                         if *scm_size < (64 << 20) {
-                            return Err(bad(&tkey("scm_size"), "must be at least 64 MiB (a number means GiB)".into()));
+                            return Err(bad(
+                                &tkey("scm_size"),
+                                "must be at least 64 MiB (a number means GiB)".into(),
+                            ));
                         }
                         check_abs(scm_mount, &tkey("scm_mount"), origin)?;
                     }
-                    Tier::Dcpm { scm_mount, scm_list } => {
+                    Tier::Dcpm {
+                        scm_mount,
+                        scm_list,
+                    } => {
                         check_abs(scm_mount, &tkey("scm_mount"), origin)?;
                         if scm_list.is_empty() {
-                            return Err(bad(&tkey("scm_list"), "list the pmem devices, e.g. [/dev/pmem0]".into()));
+                            return Err(bad(
+                                &tkey("scm_list"),
+                                "list the pmem devices, e.g. [/dev/pmem0]".into(),
+                            ));
                         }
                     }
-                    Tier::File { bdev_list, bdev_size, .. } => {
+                    Tier::File {
+                        bdev_list,
+                        bdev_size,
+                        ..
+                    } => {
                         if *bdev_size < (64 << 20) {
-                            return Err(bad(&tkey("bdev_size"), "must be at least 64 MiB (a number means GiB)".into()));
+                            return Err(bad(
+                                &tkey("bdev_size"),
+                                "must be at least 64 MiB (a number means GiB)".into(),
+                            ));
                         }
                         if bdev_list.is_empty() {
-                            return Err(bad(&tkey("bdev_list"), "list at least one file path".into()));
+                            return Err(bad(
+                                &tkey("bdev_list"),
+                                "list at least one file path".into(),
+                            ));
                         }
                     }
                     Tier::Nvme { bdev_list, .. } => {
                         if bdev_list.is_empty() {
-                            return Err(bad(&tkey("bdev_list"), "list at least one block device, e.g. [/dev/nvme0n1]".into()));
+                            return Err(bad(
+                                &tkey("bdev_list"),
+                                "list at least one block device, e.g. [/dev/nvme0n1]".into(),
+                            ));
                         }
                     }
                 }
                 if let Some(m) = tier.scm_mount() {
                     if !paths.insert(m.to_path_buf()) {
-                        return Err(bad(&tkey("scm_mount"), format!("{} is used by another engine", m.display())));
+                        return Err(bad(
+                            &tkey("scm_mount"),
+                            format!("{} is used by another engine", m.display()),
+                        ));
                     }
                 }
                 for b in tier.bdev_list() {
                     check_abs(b, &tkey("bdev_list"), origin)?;
                     if !paths.insert(b.clone()) {
-                        return Err(bad(&tkey("bdev_list"), format!("{} is used twice", b.display())));
+                        return Err(bad(
+                            &tkey("bdev_list"),
+                            format!("{} is used twice", b.display()),
+                        ));
                     }
                 }
             }
@@ -414,7 +557,11 @@ fn check_abs(p: &Path, key: &str, origin: &str) -> Result<(), ConfigError> {
     if p.is_absolute() {
         Ok(())
     } else {
-        Err(ConfigError::Invalid { path: origin.into(), key: key.into(), msg: format!("{} must be an absolute path", p.display()) })
+        Err(ConfigError::Invalid {
+            path: origin.into(),
+            key: key.into(),
+            msg: format!("{} must be an absolute path", p.display()),
+        })
     }
 }
 
@@ -438,12 +585,18 @@ pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
 
 /// True when `addr` resolves to an address of this host and has `port`.
 pub fn is_local_addr(addr: &str, port: u16) -> bool {
-    let Some((_, p)) = split_host_port(addr) else { return false };
+    let Some((_, p)) = split_host_port(addr) else {
+        return false;
+    };
     if p != port {
         return false;
     }
-    let Ok(resolved) = addr.to_socket_addrs() else { return false };
-    resolved.into_iter().any(|sa| std::net::TcpListener::bind((sa.ip(), 0)).is_ok())
+    let Ok(resolved) = addr.to_socket_addrs() else {
+        return false;
+    };
+    resolved
+        .into_iter()
+        .any(|sa| std::net::TcpListener::bind((sa.ip(), 0)).is_ok())
 }
 
 #[cfg(test)]
@@ -485,14 +638,32 @@ engines:
         let c = check(GOOD).unwrap();
         assert_eq!(c.engines[0].targets, 4);
         assert_eq!(c.engines[0].scm_mount(), Some(Path::new("/mnt/daos0")));
-        assert_eq!(c.engines[0].storage[0], Tier::Ram { scm_mount: "/mnt/daos0".into(), scm_size: 4 << 30, scm_hugepages_disabled: None });
-        assert_eq!(c.engines[0].storage[1], Tier::File { bdev_list: vec!["/tmp/daos-bdev0".into()], bdev_size: 512 << 20, bdev_roles: vec![] });
+        assert_eq!(
+            c.engines[0].storage[0],
+            Tier::Ram {
+                scm_mount: "/mnt/daos0".into(),
+                scm_size: 4 << 30,
+                scm_hugepages_disabled: None
+            }
+        );
+        assert_eq!(
+            c.engines[0].storage[1],
+            Tier::File {
+                bdev_list: vec!["/tmp/daos-bdev0".into()],
+                bdev_size: 512 << 20,
+                bdev_roles: vec![]
+            }
+        );
         assert_eq!(c.replica_addrs(), vec!["127.0.0.1:10001"]);
     }
 
     #[test]
     fn access_points_is_accepted_with_a_warning() {
-        let c = check(&GOOD.replace("mgmt_svc_replicas: [\"127.0.0.1:10001\"]", "access_points: [localhost]")).unwrap();
+        let c = check(&GOOD.replace(
+            "mgmt_svc_replicas: [\"127.0.0.1:10001\"]",
+            "access_points: [localhost]",
+        ))
+        .unwrap();
         assert_eq!(c.replica_addrs(), vec!["localhost:10001"]);
         assert!(c.warnings().iter().any(|w| w.contains("access_points")));
     }
@@ -500,32 +671,83 @@ engines:
     #[test]
     fn bad_files_name_the_key() {
         let table: &[(&str, &str, &str)] = &[
-            ("unknown top key", "port: 10001\n", "bogus: 1\nport: 10001\n"),
-            ("unknown tier key", "bdev_size: 512MiB", "bdev_size: 512MiB\n    bdev_colour: red"),
+            (
+                "unknown top key",
+                "port: 10001\n",
+                "bogus: 1\nport: 10001\n",
+            ),
+            (
+                "unknown tier key",
+                "bdev_size: 512MiB",
+                "bdev_size: 512MiB\n    bdev_colour: red",
+            ),
             ("bad class", "class: file", "class: floppy"),
             ("zero targets", "targets: 4", "targets: 0"),
             ("helpers > targets", "nr_xs_helpers: 0", "nr_xs_helpers: 9"),
-            ("no replicas", "mgmt_svc_replicas: [\"127.0.0.1:10001\"]", "mgmt_svc_replicas: []"),
-            ("even replicas", "mgmt_svc_replicas: [\"127.0.0.1:10001\"]", "mgmt_svc_replicas: [a, b]"),
-            ("both spellings", "port: 10001\n", "port: 10001\naccess_points: [x]\n"),
-            ("insecure off without certs", "allow_insecure: true", "allow_insecure: false"),
-            ("bad log mask", "control_log_mask: INFO", "control_log_mask: LOUD"),
-            ("relative scm", "scm_mount: /mnt/daos0", "scm_mount: mnt/daos0"),
+            (
+                "no replicas",
+                "mgmt_svc_replicas: [\"127.0.0.1:10001\"]",
+                "mgmt_svc_replicas: []",
+            ),
+            (
+                "even replicas",
+                "mgmt_svc_replicas: [\"127.0.0.1:10001\"]",
+                "mgmt_svc_replicas: [a, b]",
+            ),
+            (
+                "both spellings",
+                "port: 10001\n",
+                "port: 10001\naccess_points: [x]\n",
+            ),
+            (
+                "insecure off without certs",
+                "allow_insecure: true",
+                "allow_insecure: false",
+            ),
+            (
+                "bad log mask",
+                "control_log_mask: INFO",
+                "control_log_mask: LOUD",
+            ),
+            (
+                "relative scm",
+                "scm_mount: /mnt/daos0",
+                "scm_mount: mnt/daos0",
+            ),
             ("tiny scm", "scm_size: 4", "scm_size: 1MiB"),
             ("bad size", "bdev_size: 512MiB", "bdev_size: lots"),
             ("port type", "port: 10001", "port: ten"),
-            ("bdev first", "  - class: ram\n    scm_mount: /mnt/daos0\n    scm_size: 4\n", ""),
+            (
+                "bdev first",
+                "  - class: ram\n    scm_mount: /mnt/daos0\n    scm_size: 4\n",
+                "",
+            ),
         ];
         let want_key = [
-            "bogus", "bdev_colour", "floppy", "targets", "nr_xs_helpers", "mgmt_svc_replicas", "mgmt_svc_replicas",
-            "mgmt_svc_replicas", "transport_config.ca_cert", "control_log_mask", "scm_mount", "scm_size", "lots", "port",
+            "bogus",
+            "bdev_colour",
+            "floppy",
+            "targets",
+            "nr_xs_helpers",
+            "mgmt_svc_replicas",
+            "mgmt_svc_replicas",
+            "mgmt_svc_replicas",
+            "transport_config.ca_cert",
+            "control_log_mask",
+            "scm_mount",
+            "scm_size",
+            "lots",
+            "port",
             "storage",
         ];
         for ((what, from, to), key) in table.iter().zip(want_key) {
             let text = GOOD.replacen(from, to, 1);
             assert_ne!(text, GOOD, "{what}: replacement did not apply");
             let err = check(&text).expect_err(what);
-            assert!(err.contains(key), "{what}: error {err:?} does not name {key}");
+            assert!(
+                err.contains(key),
+                "{what}: error {err:?} does not name {key}"
+            );
         }
     }
 

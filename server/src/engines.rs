@@ -47,7 +47,12 @@ pub struct EngineInst {
 
 impl EngineInst {
     pub fn new(idx: u32, cfg: EngineConfig) -> Self {
-        EngineInst { idx, cfg, st: Mutex::new(InstState::default()), changed: Notify::new() }
+        EngineInst {
+            idx,
+            cfg,
+            st: Mutex::new(InstState::default()),
+            changed: Notify::new(),
+        }
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, InstState> {
@@ -58,7 +63,10 @@ impl EngineInst {
     }
 
     pub fn scm_mount(&self) -> PathBuf {
-        self.cfg.scm_mount().map(Path::to_path_buf).unwrap_or_default()
+        self.cfg
+            .scm_mount()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     }
 
     pub fn formatted(&self) -> bool {
@@ -74,7 +82,12 @@ impl EngineInst {
     }
 
     /// Calls the engine over its dRPC socket.
-    pub async fn call<Req: Message, Resp: Message + Default>(&self, method: i32, req: &Req, timeout: Duration) -> Result<Resp> {
+    pub async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        method: i32,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp> {
         let sock = self.state().drpc_sock.clone().ok_or_else(|| {
             DaosError::new(Der::UNREACH, format!("engine {} is not running", self.idx))
         })?;
@@ -84,17 +97,30 @@ impl EngineInst {
 }
 
 /// The arguments daos_server gives an engine, as DAOS does.
-fn engine_command(bin: &Path, cfg: &ServerConfig, idx: u32, e: &EngineConfig) -> tokio::process::Command {
+fn engine_command(
+    bin: &Path,
+    cfg: &ServerConfig,
+    idx: u32,
+    e: &EngineConfig,
+) -> tokio::process::Command {
     let scm = e.scm_mount().map(Path::to_path_buf).unwrap_or_default();
     let mut c = tokio::process::Command::new(bin);
-    c.arg("-t").arg(e.targets.to_string())
-        .arg("-x").arg(e.nr_xs_helpers.to_string())
-        .arg("-g").arg(&cfg.name)
-        .arg("-d").arg(&cfg.socket_dir)
-        .arg("-s").arg(&scm)
-        .arg("-n").arg(scm.join(NVME_CONF))
-        .arg("-I").arg(idx.to_string())
-        .arg("-f").arg(e.first_core.to_string());
+    c.arg("-t")
+        .arg(e.targets.to_string())
+        .arg("-x")
+        .arg(e.nr_xs_helpers.to_string())
+        .arg("-g")
+        .arg(&cfg.name)
+        .arg("-d")
+        .arg(&cfg.socket_dir)
+        .arg("-s")
+        .arg(&scm)
+        .arg("-n")
+        .arg(scm.join(NVME_CONF))
+        .arg("-I")
+        .arg(idx.to_string())
+        .arg("-f")
+        .arg(e.first_core.to_string());
     c.env("D_PROVIDER", e.provider.as_deref().unwrap_or(&cfg.provider))
         .env("D_INTERFACE", &e.fabric_iface)
         .env("D_PORT", e.fabric_iface_port.to_string())
@@ -123,27 +149,54 @@ fn is_engine_pid(pid: i32) -> bool {
 impl Server {
     /// Starts engine `idx` unless one runs already (then waits for it to join).
     pub async fn start_engine(self: &Arc<Self>, idx: usize) -> Result<()> {
-        let inst = self.engines.get(idx).cloned().ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))?;
+        let inst = self
+            .engines
+            .get(idx)
+            .cloned()
+            .ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))?;
         if !inst.formatted() {
-            return Err(DaosError::new(Der::UNINIT, format!("engine {idx} storage is not formatted: run dmg storage format")));
+            return Err(DaosError::new(
+                Der::UNINIT,
+                format!("engine {idx} storage is not formatted: run dmg storage format"),
+            ));
         }
         if inst.joined() {
             return Ok(());
         }
         let pid_file = inst.pid_file(&self.cfg.socket_dir);
-        let alive = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()).filter(|p| is_engine_pid(*p));
+        let alive = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|p| is_engine_pid(*p));
         if let Some(pid) = alive {
-            tracing::info!(engine = idx, pid, "engine already running; waiting for it to join");
+            tracing::info!(
+                engine = idx,
+                pid,
+                "engine already running; waiting for it to join"
+            );
             inst.state().pid = Some(pid);
-            if self.wait_joined(&inst, Duration::from_secs(10)).await.is_ok() {
+            if self
+                .wait_joined(&inst, Duration::from_secs(10))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
-            tracing::warn!(engine = idx, pid, "running engine did not join; restarting it");
+            tracing::warn!(
+                engine = idx,
+                pid,
+                "running engine did not join; restarting it"
+            );
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut cmd = engine_command(&self.engine_bin, &self.cfg, inst.idx, &inst.cfg);
-        let mut child = cmd.spawn().map_err(|e| io(format!("starting engine {idx} ({})", self.engine_bin.display()), e))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            io(
+                format!("starting engine {idx} ({})", self.engine_bin.display()),
+                e,
+            )
+        })?;
         let pid = child.id().map(|p| p as i32);
         {
             let mut st = inst.state();
@@ -186,20 +239,38 @@ impl Server {
                     return Ok(());
                 }
                 if st.pid.is_none() {
-                    let why = st.last_exit.clone().unwrap_or_else(|| "engine is not running".into());
-                    let log = inst.cfg.log_file.as_ref().map(|p| format!("; see {}", p.display())).unwrap_or_default();
-                    return Err(DaosError::new(Der::MISC, format!("engine {} did not join: {why}{log}", inst.idx)));
+                    let why = st
+                        .last_exit
+                        .clone()
+                        .unwrap_or_else(|| "engine is not running".into());
+                    let log = inst
+                        .cfg
+                        .log_file
+                        .as_ref()
+                        .map(|p| format!("; see {}", p.display()))
+                        .unwrap_or_default();
+                    return Err(DaosError::new(
+                        Der::MISC,
+                        format!("engine {} did not join: {why}{log}", inst.idx),
+                    ));
                 }
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(DaosError::new(Der::TIMEDOUT, format!("engine {} did not join within {timeout:?}", inst.idx)));
+                return Err(DaosError::new(
+                    Der::TIMEDOUT,
+                    format!("engine {} did not join within {timeout:?}", inst.idx),
+                ));
             }
         }
     }
 
     /// Stops engine `idx`: PrepShutdown, SIGTERM, and SIGKILL if it lingers.
     pub async fn stop_engine(&self, idx: usize, force: bool) -> Result<()> {
-        let inst = self.engines.get(idx).cloned().ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))?;
+        let inst = self
+            .engines
+            .get(idx)
+            .cloned()
+            .ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))?;
         let pid = {
             let mut st = inst.state();
             st.stop_requested = true;
@@ -207,9 +278,19 @@ impl Server {
         };
         let Some(pid) = pid else { return Ok(()) };
         if !force {
-            let _ = inst.call::<_, PrepShutdownResp>(method::PREP_SHUTDOWN, &PrepShutdownReq {}, Duration::from_secs(5)).await;
+            let _ = inst
+                .call::<_, PrepShutdownResp>(
+                    method::PREP_SHUTDOWN,
+                    &PrepShutdownReq {},
+                    Duration::from_secs(5),
+                )
+                .await;
         }
-        let sig = if force { Signal::SIGKILL } else { Signal::SIGTERM };
+        let sig = if force {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
         let _ = kill(Pid::from_raw(pid), sig);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         loop {
@@ -246,7 +327,12 @@ impl Server {
             if st.stop_requested {
                 (MemberState::Stopped, "stopped by request".to_string())
             } else {
-                (MemberState::Errored, st.last_exit.clone().unwrap_or_else(|| "engine exited unexpectedly".into()))
+                (
+                    MemberState::Errored,
+                    st.last_exit
+                        .clone()
+                        .unwrap_or_else(|| "engine exited unexpectedly".into()),
+                )
             }
         };
         if state == MemberState::Errored {
@@ -263,7 +349,14 @@ impl Server {
     /// (left by a destroy that could not reach this engine).
     async fn cleanup_orphans(self: Arc<Self>, inst: Arc<EngineInst>) {
         let Ok(ms) = self.ms() else { return };
-        let resp: StorageQueryResp = match inst.call(method::STORAGE_QUERY, &StorageQueryReq {}, Duration::from_secs(10)).await {
+        let resp: StorageQueryResp = match inst
+            .call(
+                method::STORAGE_QUERY,
+                &StorageQueryReq {},
+                Duration::from_secs(10),
+            )
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(engine = inst.idx, "storage query after join: {e}");
@@ -275,7 +368,13 @@ impl Server {
             if matches!(known, Ok(false)) {
                 tracing::info!(engine = inst.idx, pool = %p.pool_uuid, "destroying orphaned pool shard");
                 let r: Result<PoolDestroyShardResp> = inst
-                    .call(method::POOL_DESTROY, &PoolDestroyShardReq { pool_uuid: p.pool_uuid.clone() }, Duration::from_secs(30))
+                    .call(
+                        method::POOL_DESTROY,
+                        &PoolDestroyShardReq {
+                            pool_uuid: p.pool_uuid.clone(),
+                        },
+                        Duration::from_secs(30),
+                    )
                     .await;
                 if let Err(e) = r {
                     tracing::warn!(pool = %p.pool_uuid, "orphan cleanup: {e}");
@@ -295,10 +394,16 @@ impl SrvHandler {
         let s = &self.server;
         let fail = |der: Der, msg: String| {
             tracing::warn!("refusing engine join: {msg}");
-            NotifyReadyResp { status: der.code(), rank: 0 }
+            NotifyReadyResp {
+                status: der.code(),
+                rank: 0,
+            }
         };
         let Some(inst) = s.engines.get(req.instance_idx as usize).cloned() else {
-            return fail(Der::INVAL, format!("instance {} is not configured", req.instance_idx));
+            return fail(
+                Der::INVAL,
+                format!("instance {} is not configured", req.instance_idx),
+            );
         };
         let Some(sb) = read_superblock(&inst.scm_mount()) else {
             return fail(Der::UNINIT, format!("engine {} is not formatted", inst.idx));
@@ -315,7 +420,11 @@ impl SrvHandler {
             incarnation: req.incarnation,
             instance_idx: req.instance_idx,
             ntgts: req.ntgts,
-            fault_domain: s.cfg.fault_path.clone().unwrap_or_else(|| format!("/{}", s.host)),
+            fault_domain: s
+                .cfg
+                .fault_path
+                .clone()
+                .unwrap_or_else(|| format!("/{}", s.host)),
         };
         let rank = match ms.write(cmd).await {
             Ok(MsResp::Rank(r)) => r,
@@ -337,7 +446,13 @@ impl SrvHandler {
 }
 
 impl Handler for SrvHandler {
-    async fn handle(&self, conn: ConnInfo, module: i32, method: i32, body: Vec<u8>) -> std::result::Result<Vec<u8>, HandlerError> {
+    async fn handle(
+        &self,
+        conn: ConnInfo,
+        module: i32,
+        method: i32,
+        body: Vec<u8>,
+    ) -> std::result::Result<Vec<u8>, HandlerError> {
         if module != module::SRV {
             return Err(HandlerError::UnknownModule);
         }
@@ -346,8 +461,15 @@ impl Handler for SrvHandler {
         }
         let uid = nix::unistd::geteuid().as_raw();
         if conn.peer.uid != uid && conn.peer.uid != 0 {
-            tracing::warn!(peer_uid = conn.peer.uid, "refusing NotifyReady from another user");
-            return Ok(NotifyReadyResp { status: Der::NO_PERM.code(), rank: 0 }.encode_to_vec());
+            tracing::warn!(
+                peer_uid = conn.peer.uid,
+                "refusing NotifyReady from another user"
+            );
+            return Ok(NotifyReadyResp {
+                status: Der::NO_PERM.code(),
+                rank: 0,
+            }
+            .encode_to_vec());
         }
         let req = NotifyReadyReq::decode(body.as_slice())?;
         Ok(self.notify_ready(conn, req).await.encode_to_vec())

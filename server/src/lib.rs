@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{is_local_addr, ServerConfig};
 use crate::engines::EngineInst;
 use crate::error::{io, Result};
+use crate::ms::state::{MemberState, MsCmd};
 use crate::ms::Ms;
 
 /// One daos_server: its config, its engines, and (on replicas) the management service.
@@ -42,11 +43,20 @@ pub struct Server {
 
 impl Server {
     pub fn new(cfg: ServerConfig, engine_bin: PathBuf) -> Arc<Self> {
-        let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
         let replicas = cfg.replica_addrs();
         let replica_id = replicas.iter().position(|a| is_local_addr(a, cfg.port));
-        let self_addr = replica_id.and_then(|i| replicas.get(i).cloned()).unwrap_or_else(|| format!("{host}:{}", cfg.port));
-        let engines = cfg.engines.iter().enumerate().map(|(i, e)| Arc::new(EngineInst::new(i as u32, e.clone()))).collect();
+        let self_addr = replica_id
+            .and_then(|i| replicas.get(i).cloned())
+            .unwrap_or_else(|| format!("{host}:{}", cfg.port));
+        let engines = cfg
+            .engines
+            .iter()
+            .enumerate()
+            .map(|(i, e)| Arc::new(EngineInst::new(i as u32, e.clone())))
+            .collect();
         Arc::new(Server {
             cfg,
             host,
@@ -67,10 +77,17 @@ impl Server {
         if self.replica_id.is_none() {
             return Err(DaosError::new(
                 Der::NOTREPLICA,
-                format!("{} is not a management service replica; ask one of {:?}", self.self_addr, self.cfg.replica_addrs()),
+                format!(
+                    "{} is not a management service replica; ask one of {:?}",
+                    self.self_addr,
+                    self.cfg.replica_addrs()
+                ),
             ));
         }
-        Err(DaosError::new(Der::UNINIT, "system storage is not formatted: run `dmg storage format`"))
+        Err(DaosError::new(
+            Der::UNINIT,
+            "system storage is not formatted: run `dmg storage format`",
+        ))
     }
 
     /// Where the management service keeps its state: `control_metadata.path`, else
@@ -89,7 +106,9 @@ impl Server {
         if self.ms.get().is_some() {
             return Ok(());
         }
-        let (Some(id), Some(dir)) = (self.replica_id, self.ms_dir()) else { return Ok(()) };
+        let (Some(id), Some(dir)) = (self.replica_id, self.ms_dir()) else {
+            return Ok(());
+        };
         let tls = mgmt::client_tls(&self.cfg.transport_config)?;
         let ms = Ms::start(&dir, id as u64, self.cfg.replica_addrs(), tls).await?;
         let _ = self.ms.set(ms);
@@ -98,31 +117,93 @@ impl Server {
     }
 }
 
+impl Server {
+    /// After a restart, members of this server are not joined until their engines
+    /// say so again (re-adopted engines rejoin within a second).
+    async fn mark_local_members_unresponsive(&self) {
+        let Ok(ms) = self.ms() else { return };
+        let ranks = match ms
+            .read(|db| {
+                db.members
+                    .values()
+                    .filter(|m| m.addr == self.self_addr && m.state == MemberState::Joined)
+                    .map(|m| m.rank)
+                    .collect::<Vec<_>>()
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("reading membership at start: {e}");
+                return;
+            }
+        };
+        for rank in ranks {
+            let cmd = MsCmd::SetMemberState {
+                rank,
+                state: MemberState::Unresponsive,
+                info: "server restarted; engine has not joined yet".into(),
+            };
+            if let Err(e) = ms.write(cmd).await {
+                tracing::warn!(rank, "marking rank unresponsive: {e}");
+            }
+        }
+    }
+}
+
 /// Runs the server until `shutdown` is cancelled: gRPC on `listener`, the dRPC
 /// socket for engines, and the engines themselves.
-pub async fn run(cfg: ServerConfig, listener: tokio::net::TcpListener, engine_bin: PathBuf, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    cfg: ServerConfig,
+    listener: tokio::net::TcpListener,
+    engine_bin: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<()> {
     for w in cfg.warnings() {
         tracing::warn!("config: {w}");
     }
     let server = Server::new(cfg, engine_bin);
-    std::fs::create_dir_all(&server.cfg.socket_dir)
-        .map_err(|e| io(format!("creating socket_dir {}", server.cfg.socket_dir.display()), e))?;
-    let sock = server.cfg.socket_dir.join("daos_server.sock");
-    let drpc_listener = proto::drpc::bind(&sock).map_err(|e| io(format!("binding dRPC socket {}", sock.display()), e))?;
-    let handler = Arc::new(engines::SrvHandler { server: server.clone() });
-    let drpc_task = tokio::spawn(proto::drpc::serve(drpc_listener, handler, shutdown.clone().cancelled_owned()));
-
-    let addr: SocketAddr = listener.local_addr().map_err(|e| io("control listener", e))?;
-    let grpc = mgmt::serve(server.clone(), listener, server.ms.clone(), shutdown.clone())?;
+    std::fs::create_dir_all(&server.cfg.socket_dir).map_err(|e| {
+        io(
+            format!("creating socket_dir {}", server.cfg.socket_dir.display()),
+            e,
+        )
+    })?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| io("control listener", e))?;
+    let grpc = mgmt::serve(
+        server.clone(),
+        listener,
+        server.ms.clone(),
+        shutdown.clone(),
+    )?;
     let grpc_task = tokio::spawn(grpc);
     tracing::info!(%addr, system = %server.cfg.name, replica = ?server.replica_id, "daos_server listening");
 
     if let Err(e) = server.start_ms().await {
         tracing::error!("management service: {e}");
     }
+    server.mark_local_members_unresponsive().await;
+    // Engines join only after that, so a join is never overwritten by the mark.
+    let sock = server.cfg.socket_dir.join("daos_server.sock");
+    let drpc_listener = proto::drpc::bind(&sock)
+        .map_err(|e| io(format!("binding dRPC socket {}", sock.display()), e))?;
+    let handler = Arc::new(engines::SrvHandler {
+        server: server.clone(),
+    });
+    let drpc_task = tokio::spawn(proto::drpc::serve(
+        drpc_listener,
+        handler,
+        shutdown.clone().cancelled_owned(),
+    ));
+
     for i in 0..server.engines.len() {
         if !server.engines[i].formatted() {
-            tracing::info!(engine = i, "storage not formatted: waiting for `dmg storage format`");
+            tracing::info!(
+                engine = i,
+                "storage not formatted: waiting for `dmg storage format`"
+            );
             continue;
         }
         let s = server.clone();

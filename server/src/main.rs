@@ -24,7 +24,11 @@ enum Cmd {
     /// Start the server (and its engines) from a config file.
     Start {
         /// Path to daos_server.yml.
-        #[arg(short = 'o', long = "config", default_value = "/etc/daos/daos_server.yml")]
+        #[arg(
+            short = 'o',
+            long = "config",
+            default_value = "/etc/daos/daos_server.yml"
+        )]
         config: PathBuf,
     },
     /// Print the version.
@@ -49,14 +53,21 @@ fn main() -> anyhow::Result<()> {
     };
     init_logging(&cfg, cli.debug)?;
     let engine_bin = engine_binary()?;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let addr = format!("0.0.0.0:{}", cfg.port);
-        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding the control port {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding the control port {addr}"))?;
         let shutdown = CancellationToken::new();
         let s2 = shutdown.clone();
         tokio::spawn(async move {
-            let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
                 tracing::error!("cannot handle SIGTERM");
                 return;
             };
@@ -66,10 +77,12 @@ fn main() -> anyhow::Result<()> {
             }
             s2.cancel();
         });
-        server::run(cfg, listener, engine_bin, shutdown).await.map_err(|e| {
-            tracing::error!("daos_server failed: {e}");
-            anyhow::anyhow!("daos_server: {e}")
-        })
+        server::run(cfg, listener, engine_bin, shutdown)
+            .await
+            .map_err(|e| {
+                tracing::error!("daos_server failed: {e}");
+                anyhow::anyhow!("daos_server: {e}")
+            })
     })
 }
 
@@ -80,17 +93,26 @@ fn engine_binary() -> anyhow::Result<PathBuf> {
     if bin.exists() {
         return Ok(bin);
     }
-    anyhow::bail!("daos_engine not found at {}: install it next to daos_server", bin.display())
+    anyhow::bail!(
+        "daos_engine not found at {}: install it next to daos_server",
+        bin.display()
+    )
 }
 
 /// Logs go to control_log_file (else stderr) at control_log_mask; RUST_LOG overrides.
 fn init_logging(cfg: &ServerConfig, debug: bool) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
-    let level = if debug { "debug" } else { proto::log_mask_level(&cfg.control_log_mask).unwrap_or("info") };
+    let level = if debug {
+        "debug"
+    } else {
+        proto::log_mask_level(&cfg.control_log_mask).unwrap_or("info")
+    };
     // openraft is chatty at info; its state changes we log ourselves.
     let default = format!("{level},openraft=warn");
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
     match &cfg.control_log_file {
         Some(p) => {
             let f = std::fs::OpenOptions::new()

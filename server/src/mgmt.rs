@@ -25,7 +25,9 @@ use crate::storage::{bdev_size, fs_total, is_mountpoint};
 use crate::Server;
 
 fn read_pem(what: &str, p: &Option<std::path::PathBuf>) -> Result<Vec<u8>> {
-    let p = p.as_ref().ok_or_else(|| DaosError::new(Der::INVAL, format!("transport_config.{what} is not set")))?;
+    let p = p
+        .as_ref()
+        .ok_or_else(|| DaosError::new(Der::INVAL, format!("transport_config.{what} is not set")))?;
     std::fs::read(p).map_err(|e| io(format!("transport_config.{what} {}", p.display()), e))
 }
 
@@ -34,7 +36,9 @@ fn server_tls(t: &TransportConfig) -> Result<Option<ServerTlsConfig>> {
         return Ok(None);
     }
     let id = Identity::from_pem(read_pem("cert", &t.cert)?, read_pem("key", &t.key)?);
-    Ok(Some(ServerTlsConfig::new().identity(id).client_ca_root(Certificate::from_pem(read_pem("ca_cert", &t.ca_cert)?))))
+    Ok(Some(ServerTlsConfig::new().identity(id).client_ca_root(
+        Certificate::from_pem(read_pem("ca_cert", &t.ca_cert)?),
+    )))
 }
 
 /// TLS settings for calls to other servers (raft peers).
@@ -60,14 +64,19 @@ pub fn serve(
 ) -> Result<impl std::future::Future<Output = ()>> {
     let mut b = tonic::transport::Server::builder();
     if let Some(tls) = server_tls(&server.cfg.transport_config)? {
-        b = b.tls_config(tls).map_err(|e| DaosError::new(Der::INVAL, format!("transport_config: {e}")))?;
+        b = b
+            .tls_config(tls)
+            .map_err(|e| DaosError::new(Der::INVAL, format!("transport_config: {e}")))?;
     }
     let router = b
         .add_service(MgmtSvcServer::new(Svc { server }))
         .add_service(MgmtRaftServer::new(RaftService::new(ms)));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(async move {
-        if let Err(e) = router.serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+        {
             tracing::error!("gRPC server failed: {e}");
         }
     })
@@ -80,7 +89,9 @@ struct Svc {
 /// Runs `f` on its own task so a client hanging up cannot cut it short.
 async fn detached<T: Send + 'static>(
     server: &Arc<Server>,
-    f: impl FnOnce(Arc<Server>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>,
+    f: impl FnOnce(
+        Arc<Server>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>,
 ) -> std::result::Result<Response<T>, Status> {
     let fut = f(server.clone());
     match tokio::spawn(fut).await {
@@ -117,19 +128,35 @@ impl Server {
                 (m, db.data_version)
             })
             .await?;
-        Ok(SystemQueryResp { members, sys_name: self.cfg.name.clone(), data_version })
+        Ok(SystemQueryResp {
+            members,
+            sys_name: self.cfg.name.clone(),
+            data_version,
+        })
     }
 
     /// Local engine index of each requested rank (all members when `ranks` is empty).
     async fn target_engines(&self, ranks: &[u32]) -> Result<Vec<(u32, usize)>> {
         let ms = self.ms()?;
-        let members = ms.read(|db| db.members.values().map(|m| (m.rank, m.instance_idx, m.addr.clone())).collect::<Vec<_>>()).await?;
+        let members = ms
+            .read(|db| {
+                db.members
+                    .values()
+                    .map(|m| (m.rank, m.instance_idx, m.addr.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
         if let Some(r) = ranks.iter().find(|r| !members.iter().any(|m| m.0 == **r)) {
-            return Err(DaosError::new(Der::NONEXIST, format!("rank {r} is not a member of the system")));
+            return Err(DaosError::new(
+                Der::NONEXIST,
+                format!("rank {r} is not a member of the system"),
+            ));
         }
         Ok(members
             .into_iter()
-            .filter(|(r, _, addr)| (ranks.is_empty() || ranks.contains(r)) && *addr == self.self_addr)
+            .filter(|(r, _, addr)| {
+                (ranks.is_empty() || ranks.contains(r)) && *addr == self.self_addr
+            })
             .map(|(r, i, _)| (r, i as usize))
             .collect())
     }
@@ -138,9 +165,20 @@ impl Server {
         let ms = self.ms()?;
         let mut results = Vec::new();
         for (rank, idx) in self.target_engines(&req.ranks).await? {
-            let _ = ms.write(crate::ms::state::MsCmd::SetMemberState { rank, state: MemberState::Stopping, info: "stop requested".into() }).await;
+            let _ = ms
+                .write(crate::ms::state::MsCmd::SetMemberState {
+                    rank,
+                    state: MemberState::Stopping,
+                    info: "stop requested".into(),
+                })
+                .await;
             let r = self.stop_engine(idx, req.force).await;
-            let state = ms.read(|db| db.members.get(&rank).map(|m| m.state.as_str().to_string())).await.ok().flatten().unwrap_or_default();
+            let state = ms
+                .read(|db| db.members.get(&rank).map(|m| m.state.as_str().to_string()))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             results.push(RankResult {
                 rank,
                 action: "stop".into(),
@@ -162,7 +200,11 @@ impl Server {
                 action: "start".into(),
                 errored: r.is_err(),
                 msg: r.err().map(|e| e.to_string()).unwrap_or_default(),
-                state: if self.engines.get(idx).is_some_and(|e| e.joined()) { "joined".into() } else { "errored".into() },
+                state: if self.engines.get(idx).is_some_and(|e| e.joined()) {
+                    "joined".into()
+                } else {
+                    "errored".into()
+                },
                 addr: self.self_addr.clone(),
             });
         }
@@ -196,12 +238,22 @@ impl Server {
                 .flat_map(|t| t.bdev_list().iter().map(move |p| (t, p)))
                 .map(|(t, p)| {
                     let size = bdev_size(t, p);
-                    BdevDevice { class: t.class().into(), path: p.display().to_string(), total: size, avail: size }
+                    BdevDevice {
+                        class: t.class().into(),
+                        path: p.display().to_string(),
+                        total: size,
+                        avail: size,
+                    }
                 })
                 .collect();
             if usage && inst.joined() {
-                let q: Result<proto::srv::StorageQueryResp> =
-                    inst.call(proto::drpc::method::STORAGE_QUERY, &proto::srv::StorageQueryReq {}, Duration::from_secs(10)).await;
+                let q: Result<proto::srv::StorageQueryResp> = inst
+                    .call(
+                        proto::drpc::method::STORAGE_QUERY,
+                        &proto::srv::StorageQueryReq {},
+                        Duration::from_secs(10),
+                    )
+                    .await;
                 match q {
                     Ok(q) => {
                         if let Some(t) = q.scm {
@@ -229,18 +281,30 @@ impl Server {
                 bdevs,
             });
         }
-        StorageScanResp { host: self.host.clone(), engines }
+        StorageScanResp {
+            host: self.host.clone(),
+            engines,
+        }
     }
 
     async fn storage_format(self: &Arc<Self>, force: bool) -> Result<StorageFormatResp> {
         if force {
             if let Some(i) = self.engines.iter().find(|e| e.state().pid.is_some()) {
-                return Err(DaosError::new(Der::BUSY, format!("engine {} is running: run `dmg system stop` before a forced format", i.idx)));
+                return Err(DaosError::new(
+                    Der::BUSY,
+                    format!(
+                        "engine {} is running: run `dmg system stop` before a forced format",
+                        i.idx
+                    ),
+                ));
             }
             if let Ok(ms) = self.ms() {
                 let n = ms.read(|db| db.pools.len()).await?;
                 if n > 0 {
-                    return Err(DaosError::new(Der::BUSY, format!("the system has {n} pool(s): destroy them before a forced format")));
+                    return Err(DaosError::new(
+                        Der::BUSY,
+                        format!("the system has {n} pool(s): destroy them before a forced format"),
+                    ));
                 }
             }
             if self.cfg.control_metadata.is_none() && self.ms.get().is_some() {
@@ -253,14 +317,20 @@ impl Server {
         let mut results = Vec::new();
         for inst in &self.engines {
             let (idx, cfg, name) = (inst.idx, inst.cfg.clone(), self.cfg.name.clone());
-            let r = tokio::task::spawn_blocking(move || crate::storage::format_engine(idx, &cfg, &name, force))
-                .await
-                .map_err(|e| DaosError::new(Der::MISC, e.to_string()))?;
+            let r = tokio::task::spawn_blocking(move || {
+                crate::storage::format_engine(idx, &cfg, &name, force)
+            })
+            .await
+            .map_err(|e| DaosError::new(Der::MISC, e.to_string()))?;
             match &r {
                 Ok(info) => tracing::info!(engine = idx, "{info}"),
                 Err(e) => tracing::error!(engine = idx, "format failed: {e}"),
             }
-            results.push(EngineFormatResult { instance_idx: idx, errored: r.is_err(), info: r.unwrap_or_else(|e| e.to_string()) });
+            results.push(EngineFormatResult {
+                instance_idx: idx,
+                errored: r.is_err(),
+                info: r.unwrap_or_else(|e| e.to_string()),
+            });
         }
         self.start_ms().await?;
         for (i, res) in results.iter_mut().enumerate() {
@@ -272,12 +342,21 @@ impl Server {
                 res.info = format!("formatted, but the engine did not start: {e}");
             }
         }
-        Ok(StorageFormatResp { host: self.host.clone(), results })
+        Ok(StorageFormatResp {
+            host: self.host.clone(),
+            results,
+        })
     }
 
     async fn attach_info(&self, req: GetAttachInfoReq) -> Result<GetAttachInfoResp> {
         if !req.sys.is_empty() && req.sys != self.cfg.name {
-            return Err(DaosError::new(Der::INVAL, format!("system {:?} is not served here (this is {:?})", req.sys, self.cfg.name)));
+            return Err(DaosError::new(
+                Der::INVAL,
+                format!(
+                    "system {:?} is not served here (this is {:?})",
+                    req.sys, self.cfg.name
+                ),
+            ));
         }
         let ms = self.ms()?;
         let (uris, data_version) = ms
@@ -286,7 +365,12 @@ impl Server {
                     .members
                     .values()
                     .filter(|m| m.state == MemberState::Joined)
-                    .map(|m| RankUri { rank: m.rank, uri: m.fabric_uri.clone(), provider: self.cfg.provider.clone(), nctxs: m.nctxs })
+                    .map(|m| RankUri {
+                        rank: m.rank,
+                        uri: m.fabric_uri.clone(),
+                        provider: self.cfg.provider.clone(),
+                        nctxs: m.nctxs,
+                    })
                     .collect();
                 (uris, db.data_version)
             })
@@ -296,7 +380,11 @@ impl Server {
             status: 0,
             sys: self.cfg.name.clone(),
             ms_ranks: uris.iter().map(|u| u.rank).take(1).collect(),
-            rank_uris: if req.all_ranks { uris } else { uris.into_iter().take(1).collect() },
+            rank_uris: if req.all_ranks {
+                uris
+            } else {
+                uris.into_iter().take(1).collect()
+            },
             client_net_hint: Some(ClientNetHint {
                 provider: self.cfg.provider.clone(),
                 interface: e0.map(|e| e.fabric_iface.clone()).unwrap_or_default(),
@@ -311,77 +399,162 @@ impl Server {
 
 #[tonic::async_trait]
 impl MgmtSvc for Svc {
-    async fn system_query(&self, r: Request<SystemQueryReq>) -> std::result::Result<Response<SystemQueryResp>, Status> {
+    async fn system_query(
+        &self,
+        r: Request<SystemQueryReq>,
+    ) -> std::result::Result<Response<SystemQueryResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.system_query(&req.ranks).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.system_query(&req.ranks).await })
+        })
+        .await
     }
 
-    async fn system_stop(&self, r: Request<SystemStopReq>) -> std::result::Result<Response<SystemStopResp>, Status> {
+    async fn system_stop(
+        &self,
+        r: Request<SystemStopReq>,
+    ) -> std::result::Result<Response<SystemStopResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.system_stop(req).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.system_stop(req).await })
+        })
+        .await
     }
 
-    async fn system_start(&self, r: Request<SystemStartReq>) -> std::result::Result<Response<SystemStartResp>, Status> {
+    async fn system_start(
+        &self,
+        r: Request<SystemStartReq>,
+    ) -> std::result::Result<Response<SystemStartResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.system_start(req).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.system_start(req).await })
+        })
+        .await
     }
 
-    async fn leader_query(&self, _r: Request<LeaderQueryReq>) -> std::result::Result<Response<LeaderQueryResp>, Status> {
+    async fn leader_query(
+        &self,
+        _r: Request<LeaderQueryReq>,
+    ) -> std::result::Result<Response<LeaderQueryResp>, Status> {
         detached(&self.server, move |s| {
             Box::pin(async move {
                 let ms = s.ms()?;
                 let _ = ms.wait_leader(Duration::from_secs(3)).await;
-                Ok(LeaderQueryResp { current_leader: ms.leader_addr().unwrap_or_default(), replicas: ms.replicas().to_vec(), down_replicas: vec![] })
+                Ok(LeaderQueryResp {
+                    current_leader: ms.leader_addr().unwrap_or_default(),
+                    replicas: ms.replicas().to_vec(),
+                    down_replicas: vec![],
+                })
             })
         })
         .await
     }
 
-    async fn storage_scan(&self, r: Request<StorageScanReq>) -> std::result::Result<Response<StorageScanResp>, Status> {
+    async fn storage_scan(
+        &self,
+        r: Request<StorageScanReq>,
+    ) -> std::result::Result<Response<StorageScanResp>, Status> {
         let usage = r.into_inner().usage;
-        detached(&self.server, move |s| Box::pin(async move { Ok(s.storage_scan(usage).await) })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { Ok(s.storage_scan(usage).await) })
+        })
+        .await
     }
 
-    async fn storage_format(&self, r: Request<StorageFormatReq>) -> std::result::Result<Response<StorageFormatResp>, Status> {
+    async fn storage_format(
+        &self,
+        r: Request<StorageFormatReq>,
+    ) -> std::result::Result<Response<StorageFormatResp>, Status> {
         let force = r.into_inner().force;
-        detached(&self.server, move |s| Box::pin(async move { s.storage_format(force).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.storage_format(force).await })
+        })
+        .await
     }
 
-    async fn pool_create(&self, r: Request<PoolCreateReq>) -> std::result::Result<Response<PoolCreateResp>, Status> {
+    async fn pool_create(
+        &self,
+        r: Request<PoolCreateReq>,
+    ) -> std::result::Result<Response<PoolCreateResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.pool_create(req).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.pool_create(req).await })
+        })
+        .await
     }
 
-    async fn pool_destroy(&self, r: Request<PoolDestroyReq>) -> std::result::Result<Response<PoolDestroyResp>, Status> {
+    async fn pool_destroy(
+        &self,
+        r: Request<PoolDestroyReq>,
+    ) -> std::result::Result<Response<PoolDestroyResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.pool_destroy(req).await.map(|_| PoolDestroyResp {}) })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.pool_destroy(req).await.map(|_| PoolDestroyResp {}) })
+        })
+        .await
     }
 
-    async fn pool_list(&self, _r: Request<PoolListReq>) -> std::result::Result<Response<PoolListResp>, Status> {
-        detached(&self.server, move |s| Box::pin(async move { s.pool_list().await })).await
+    async fn pool_list(
+        &self,
+        _r: Request<PoolListReq>,
+    ) -> std::result::Result<Response<PoolListResp>, Status> {
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.pool_list().await })
+        })
+        .await
     }
 
-    async fn pool_query(&self, r: Request<PoolQueryReq>) -> std::result::Result<Response<PoolQueryResp>, Status> {
+    async fn pool_query(
+        &self,
+        r: Request<PoolQueryReq>,
+    ) -> std::result::Result<Response<PoolQueryResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.pool_query(&req.id).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.pool_query(&req.id).await })
+        })
+        .await
     }
 
-    async fn pool_get_prop(&self, r: Request<PoolGetPropReq>) -> std::result::Result<Response<PoolGetPropResp>, Status> {
+    async fn pool_get_prop(
+        &self,
+        r: Request<PoolGetPropReq>,
+    ) -> std::result::Result<Response<PoolGetPropResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.pool_get_prop(req).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.pool_get_prop(req).await })
+        })
+        .await
     }
 
-    async fn pool_set_prop(&self, r: Request<PoolSetPropReq>) -> std::result::Result<Response<PoolSetPropResp>, Status> {
+    async fn pool_set_prop(
+        &self,
+        r: Request<PoolSetPropReq>,
+    ) -> std::result::Result<Response<PoolSetPropResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.pool_set_prop(req).await.map(|_| PoolSetPropResp {}) })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.pool_set_prop(req).await.map(|_| PoolSetPropResp {}) })
+        })
+        .await
     }
 
-    async fn server_version(&self, _r: Request<ServerVersionReq>) -> std::result::Result<Response<ServerVersionResp>, Status> {
-        Ok(Response::new(ServerVersionResp { version: proto::VERSION.into(), host: self.server.host.clone() }))
+    async fn server_version(
+        &self,
+        _r: Request<ServerVersionReq>,
+    ) -> std::result::Result<Response<ServerVersionResp>, Status> {
+        Ok(Response::new(ServerVersionResp {
+            version: proto::VERSION.into(),
+            host: self.server.host.clone(),
+        }))
     }
 
-    async fn get_attach_info(&self, r: Request<GetAttachInfoReq>) -> std::result::Result<Response<GetAttachInfoResp>, Status> {
+    async fn get_attach_info(
+        &self,
+        r: Request<GetAttachInfoReq>,
+    ) -> std::result::Result<Response<GetAttachInfoResp>, Status> {
         let req = r.into_inner();
-        detached(&self.server, move |s| Box::pin(async move { s.attach_info(req).await })).await
+        detached(&self.server, move |s| {
+            Box::pin(async move { s.attach_info(req).await })
+        })
+        .await
     }
 }

@@ -36,39 +36,72 @@ impl Server {
         self.engines
             .iter()
             .find(|e| e.state().rank == Some(rank) && e.joined())
-            .ok_or_else(|| DaosError::new(Der::UNREACH, format!("rank {rank} is not running on {}", self.self_addr)))
+            .ok_or_else(|| {
+                DaosError::new(
+                    Der::UNREACH,
+                    format!("rank {rank} is not running on {}", self.self_addr),
+                )
+            })
     }
 
     async fn rank_space(&self, rank: u32) -> Result<StorageQueryResp> {
-        self.engine_of_rank(rank)?.call(method::STORAGE_QUERY, &StorageQueryReq {}, ENGINE_CALL).await
+        self.engine_of_rank(rank)?
+            .call(method::STORAGE_QUERY, &StorageQueryReq {}, ENGINE_CALL)
+            .await
     }
 
     pub async fn pool_create(&self, req: PoolCreateReq) -> Result<PoolCreateResp> {
         let ms = self.ms()?;
         props::check_label(&req.label)?;
-        let mut settings: Vec<(String, String)> = req.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+        let mut settings: Vec<(String, String)> = req
+            .properties
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect();
         settings.retain(|(n, _)| n != "label");
         let props = props::check_all(&settings)?;
+        if ms.read(|db| db.find_pool(&req.label).is_some()).await? {
+            return Err(DaosError::new(
+                Der::EXIST,
+                format!("pool label {:?} is already in use", req.label),
+            ));
+        }
         let (mut ranks, tgts): (Vec<u32>, BTreeMap<u32, u32>) = ms
             .read(|db| {
-                let joined: Vec<_> = db.members.values().filter(|m| m.state == MemberState::Joined).collect();
-                (joined.iter().map(|m| m.rank).collect(), joined.iter().map(|m| (m.rank, m.ntgts)).collect())
+                let joined: Vec<_> = db
+                    .members
+                    .values()
+                    .filter(|m| m.state == MemberState::Joined)
+                    .collect();
+                (
+                    joined.iter().map(|m| m.rank).collect(),
+                    joined.iter().map(|m| (m.rank, m.ntgts)).collect(),
+                )
             })
             .await?;
         if !req.ranks.is_empty() {
             if let Some(r) = req.ranks.iter().find(|r| !ranks.contains(r)) {
-                return Err(inval(format!("rank {r} is not a joined member of the system")));
+                return Err(inval(format!(
+                    "rank {r} is not a joined member of the system"
+                )));
             }
             ranks = req.ranks.clone();
         }
         if req.nranks > 0 {
             if req.nranks as usize > ranks.len() {
-                return Err(inval(format!("--nranks {} exceeds the {} joined ranks", req.nranks, ranks.len())));
+                return Err(inval(format!(
+                    "--nranks {} exceeds the {} joined ranks",
+                    req.nranks,
+                    ranks.len()
+                )));
             }
             ranks.truncate(req.nranks as usize);
         }
         if ranks.is_empty() {
-            return Err(DaosError::new(Der::UNREACH, "no joined ranks to create a pool on: run `dmg system query`"));
+            return Err(DaosError::new(
+                Der::UNREACH,
+                "no joined ranks to create a pool on: run `dmg system query`",
+            ));
         }
         let n = ranks.len() as u64;
 
@@ -77,16 +110,24 @@ impl Server {
         for r in &ranks {
             spaces.push((*r, self.rank_space(*r).await?));
         }
-        let has_nvme = spaces.iter().all(|(_, s)| s.nvme.as_ref().is_some_and(|t| t.total > 0));
+        let has_nvme = spaces
+            .iter()
+            .all(|(_, s)| s.nvme.as_ref().is_some_and(|t| t.total > 0));
         let (scm, nvme) = if req.total_bytes > 0 {
             if req.scm_bytes > 0 || req.nvme_bytes > 0 {
-                return Err(inval("give either --size or --scm-size/--nvme-size, not both"));
+                return Err(inval(
+                    "give either --size or --scm-size/--nvme-size, not both",
+                ));
             }
             let ratio = match req.tier_ratio.as_slice() {
                 [] => 0.06,
                 [s, ..] if (0.0..=1.0).contains(s) => *s,
                 [s, ..] if (0.0..=100.0).contains(s) => s / 100.0,
-                _ => return Err(inval("--tier-ratio must be two percentages that add up to 100, e.g. 6,94")),
+                _ => {
+                    return Err(inval(
+                        "--tier-ratio must be two percentages that add up to 100, e.g. 6,94",
+                    ))
+                }
             };
             if has_nvme {
                 let scm = (req.total_bytes as f64 * ratio) as u64 / n;
@@ -111,14 +152,23 @@ impl Server {
                 )));
             }
             if nvme > 0 && nvme / ntgt < MIN_NVME_PER_TGT {
-                return Err(inval(format!("NVMe size {} per rank is below the minimum of {}", format_bytes(nvme), format_bytes(MIN_NVME_PER_TGT * ntgt))));
+                return Err(inval(format!(
+                    "NVMe size {} per rank is below the minimum of {}",
+                    format_bytes(nvme),
+                    format_bytes(MIN_NVME_PER_TGT * ntgt)
+                )));
             }
             let t = s.scm.clone().unwrap_or_default();
             let free = t.total.saturating_sub(t.reserved);
             if scm > free {
                 return Err(DaosError::new(
                     Der::NOSPACE,
-                    format!("pool {:?}: {} of SCM requested per rank, rank {r} has {} free", req.label, format_bytes(scm), format_bytes(free)),
+                    format!(
+                        "pool {:?}: {} of SCM requested per rank, rank {r} has {} free",
+                        req.label,
+                        format_bytes(scm),
+                        format_bytes(free)
+                    ),
                 ));
             }
             let t = s.nvme.clone().unwrap_or_default();
@@ -126,17 +176,26 @@ impl Server {
             if nvme > free {
                 return Err(DaosError::new(
                     Der::NOSPACE,
-                    format!("pool {:?}: {} of NVMe requested per rank, rank {r} has {} free", req.label, format_bytes(nvme), format_bytes(free)),
+                    format!(
+                        "pool {:?}: {} of NVMe requested per rank, rank {r} has {} free",
+                        req.label,
+                        format_bytes(nvme),
+                        format_bytes(free)
+                    ),
                 ));
             }
         }
 
         let nsvc = match req.num_svc_reps {
-            0 => ranks.len().min(3),
+            // DAOS's default: up to 3 replicas, always an odd number.
+            0 => (ranks.len().min(3) - 1) | 1,
             k => k as usize,
         };
         if nsvc > ranks.len() || nsvc % 2 == 0 {
-            return Err(inval(format!("--nsvc {nsvc}: use an odd number no larger than the {} storage ranks", ranks.len())));
+            return Err(inval(format!(
+                "--nsvc {nsvc}: use an odd number no larger than the {} storage ranks",
+                ranks.len()
+            )));
         }
         let uuid = uuid::Uuid::new_v4().to_string();
         let rec = PoolRec {
@@ -145,25 +204,45 @@ impl Server {
             state: PoolState::Creating,
             svc_reps: ranks[..nsvc].to_vec(),
             ranks: ranks.clone(),
-            tgts: ranks.iter().map(|r| (*r, *tgts.get(r).unwrap_or(&1))).collect(),
+            tgts: ranks
+                .iter()
+                .map(|r| (*r, *tgts.get(r).unwrap_or(&1)))
+                .collect(),
             scm_per_rank: scm,
             nvme_per_rank: nvme,
             props,
             owner: principal(&req.user),
             group: principal(&req.user_group),
-            acl: if req.acl.is_empty() { vec!["A::OWNER@:rw".into(), "A:G:GROUP@:rw".into()] } else { req.acl.clone() },
+            acl: if req.acl.is_empty() {
+                vec!["A::OWNER@:rw".into(), "A:G:GROUP@:rw".into()]
+            } else {
+                req.acl.clone()
+            },
             map_version: 1,
         };
         ms.write(MsCmd::PoolAdd(rec.clone())).await?;
         tracing::info!(pool = %uuid, label = %req.label, scm, nvme, ranks = ?ranks, "creating pool");
 
-        let shard = PoolCreateShardReq { pool_uuid: uuid.clone(), scm_bytes: scm, nvme_bytes: nvme };
+        let shard = PoolCreateShardReq {
+            pool_uuid: uuid.clone(),
+            scm_bytes: scm,
+            nvme_bytes: nvme,
+        };
         let results = join_all(ranks.iter().map(|r| {
             let shard = shard.clone();
             async move {
-                let resp: Result<PoolCreateShardResp> =
-                    async { self.engine_of_rank(*r)?.call(method::POOL_CREATE, &shard, ENGINE_CALL).await }.await;
-                (*r, resp.and_then(|x| DaosError::check(x.status, &x.info).map_err(|e| rank_err(*r, e))))
+                let resp: Result<PoolCreateShardResp> = async {
+                    self.engine_of_rank(*r)?
+                        .call(method::POOL_CREATE, &shard, ENGINE_CALL)
+                        .await
+                }
+                .await;
+                (
+                    *r,
+                    resp.and_then(|x| {
+                        DaosError::check(x.status, &x.info).map_err(|e| rank_err(*r, e))
+                    }),
+                )
             }
         }))
         .await;
@@ -177,7 +256,11 @@ impl Server {
             }
             return Err(first);
         }
-        ms.write(MsCmd::PoolSetState { uuid: uuid.clone(), state: PoolState::Ready }).await?;
+        ms.write(MsCmd::PoolSetState {
+            uuid: uuid.clone(),
+            state: PoolState::Ready,
+        })
+        .await?;
         tracing::info!(pool = %uuid, label = %req.label, "pool created");
         Ok(PoolCreateResp {
             uuid,
@@ -191,12 +274,18 @@ impl Server {
     /// Destroys the shards of `rec` on every rank; with `best_effort`, failures are
     /// logged (a rank that is down has its shard removed when it joins again).
     async fn destroy_shards(&self, rec: &PoolRec, best_effort: bool) -> Result<()> {
-        let req = PoolDestroyShardReq { pool_uuid: rec.uuid.clone() };
+        let req = PoolDestroyShardReq {
+            pool_uuid: rec.uuid.clone(),
+        };
         let results = join_all(rec.ranks.iter().map(|r| {
             let req = req.clone();
             async move {
-                let resp: Result<PoolDestroyShardResp> =
-                    async { self.engine_of_rank(*r)?.call(method::POOL_DESTROY, &req, ENGINE_CALL).await }.await;
+                let resp: Result<PoolDestroyShardResp> = async {
+                    self.engine_of_rank(*r)?
+                        .call(method::POOL_DESTROY, &req, ENGINE_CALL)
+                        .await
+                }
+                .await;
                 match resp {
                     Ok(x) if x.status == Der::NONEXIST.code() => Ok(()),
                     Ok(x) => DaosError::check(x.status, &x.info).map_err(|e| rank_err(*r, e)),
@@ -226,13 +315,23 @@ impl Server {
     pub async fn pool_destroy(&self, req: PoolDestroyReq) -> Result<()> {
         let ms = self.ms()?;
         let rec = self.find(&req.id).await?;
-        ms.write(MsCmd::PoolSetState { uuid: rec.uuid.clone(), state: PoolState::Destroying }).await?;
+        ms.write(MsCmd::PoolSetState {
+            uuid: rec.uuid.clone(),
+            state: PoolState::Destroying,
+        })
+        .await?;
         // A rank that is down keeps its shard until it joins again (orphan cleanup);
         // without --force that is an error and the pool stays, marked Destroying.
         if let Err(e) = self.destroy_shards(&rec, req.force).await {
-            return Err(DaosError::new(e.der, format!("{}; pool {} kept (retry, or use --force)", e.msg, rec.label)));
+            return Err(DaosError::new(
+                e.der,
+                format!("{}; pool {} kept (retry, or use --force)", e.msg, rec.label),
+            ));
         }
-        ms.write(MsCmd::PoolRemove { uuid: rec.uuid.clone() }).await?;
+        ms.write(MsCmd::PoolRemove {
+            uuid: rec.uuid.clone(),
+        })
+        .await?;
         tracing::info!(pool = %rec.uuid, label = %rec.label, "pool destroyed");
         Ok(())
     }
@@ -243,9 +342,16 @@ impl Server {
         let mut nvme = Stats::default();
         let mut err = String::new();
         let mut disabled = 0u32;
-        let q = PoolQueryShardReq { pool_uuid: rec.uuid.clone() };
+        let q = PoolQueryShardReq {
+            pool_uuid: rec.uuid.clone(),
+        };
         for r in &rec.ranks {
-            let resp: Result<PoolQueryShardResp> = async { self.engine_of_rank(*r)?.call(method::POOL_QUERY, &q, ENGINE_CALL).await }.await;
+            let resp: Result<PoolQueryShardResp> = async {
+                self.engine_of_rank(*r)?
+                    .call(method::POOL_QUERY, &q, ENGINE_CALL)
+                    .await
+            }
+            .await;
             match resp.and_then(|x| DaosError::check(x.status, "pool query").map(|_| x)) {
                 Ok(x) => {
                     for t in x.shard.map(|s| s.targets).unwrap_or_default() {
@@ -262,7 +368,11 @@ impl Server {
         PoolInfo {
             uuid: rec.uuid.clone(),
             label: rec.label.clone(),
-            state: if disabled > 0 && rec.state == PoolState::Ready { "Degraded".into() } else { rec.state.as_str().into() },
+            state: if disabled > 0 && rec.state == PoolState::Ready {
+                "Degraded".into()
+            } else {
+                rec.state.as_str().into()
+            },
             svc_reps: rec.svc_reps.clone(),
             ranks: rec.ranks.clone(),
             total_targets: rec.tgts.values().sum(),
@@ -279,18 +389,33 @@ impl Server {
 
     pub async fn pool_list(&self) -> Result<PoolListResp> {
         let ms = self.ms()?;
-        let (recs, data_version) =
-            ms.read(|db| (db.pools.values().filter(|p| p.state != PoolState::Creating).cloned().collect::<Vec<_>>(), db.data_version)).await?;
+        let (recs, data_version) = ms
+            .read(|db| {
+                (
+                    db.pools
+                        .values()
+                        .filter(|p| p.state != PoolState::Creating)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    db.data_version,
+                )
+            })
+            .await?;
         let mut pools = Vec::new();
         for r in &recs {
             pools.push(self.pool_info(r).await);
         }
-        Ok(PoolListResp { pools, data_version })
+        Ok(PoolListResp {
+            pools,
+            data_version,
+        })
     }
 
     pub async fn pool_query(&self, id: &str) -> Result<PoolQueryResp> {
         let rec = self.find(id).await?;
-        Ok(PoolQueryResp { info: Some(self.pool_info(&rec).await) })
+        Ok(PoolQueryResp {
+            info: Some(self.pool_info(&rec).await),
+        })
     }
 
     pub async fn pool_get_prop(&self, req: PoolGetPropReq) -> Result<PoolGetPropResp> {
@@ -318,9 +443,17 @@ impl Server {
         if req.properties.is_empty() {
             return Err(inval("no properties given: use name:value"));
         }
-        let settings: Vec<(String, String)> = req.properties.iter().map(|p| (p.name.clone(), p.value.clone())).collect();
+        let settings: Vec<(String, String)> = req
+            .properties
+            .iter()
+            .map(|p| (p.name.clone(), p.value.clone()))
+            .collect();
         let props = props::check_all(&settings)?;
-        ms.write(MsCmd::PoolSetProps { uuid: rec.uuid, props }).await?;
+        ms.write(MsCmd::PoolSetProps {
+            uuid: rec.uuid,
+            props,
+        })
+        .await?;
         Ok(())
     }
 }

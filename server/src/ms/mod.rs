@@ -48,7 +48,12 @@ impl Ms {
         replicas: Vec<String>,
         tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Arc<Ms>, DaosError> {
-        let ioerr = |e: std::io::Error| DaosError::new(Der::IO, format!("management service state in {}: {e}", dir.display()));
+        let ioerr = |e: std::io::Error| {
+            DaosError::new(
+                Der::IO,
+                format!("management service state in {}: {e}", dir.display()),
+            )
+        };
         let log = LogStore::open(dir).map_err(ioerr)?;
         let sm = StateMachine::open(dir).map_err(ioerr)?;
         let config = Config {
@@ -60,16 +65,36 @@ impl Ms {
             max_in_snapshot_log_to_keep: 100,
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| DaosError::new(Der::INVAL, format!("raft config: {e}")))?);
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| DaosError::new(Der::INVAL, format!("raft config: {e}")))?,
+        );
         let raft = Raft::new(node_id, config, network::Network::new(tls), log, sm.clone())
             .await
             .map_err(|e| DaosError::new(Der::MISC, format!("starting raft: {e}")))?;
-        let ms = Arc::new(Ms { raft, sm, node_id, replicas });
-        let initialized = ms.raft.is_initialized().await.map_err(|e| DaosError::new(Der::MISC, format!("raft: {e}")))?;
+        let ms = Arc::new(Ms {
+            raft,
+            sm,
+            node_id,
+            replicas,
+        });
+        let initialized = ms
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| DaosError::new(Der::MISC, format!("raft: {e}")))?;
         if !initialized {
-            let members: BTreeMap<u64, BasicNode> =
-                ms.replicas.iter().enumerate().map(|(i, a)| (i as u64, BasicNode::new(a.clone()))).collect();
-            tracing::info!("management service: initialising raft group over {:?}", ms.replicas);
+            let members: BTreeMap<u64, BasicNode> = ms
+                .replicas
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (i as u64, BasicNode::new(a.clone())))
+                .collect();
+            tracing::info!(
+                "management service: initialising raft group over {:?}",
+                ms.replicas
+            );
             if let Err(e) = ms.raft.initialize(members).await {
                 // Another replica may have initialised the group first; that is fine.
                 tracing::info!("management service: initialise: {e}");
@@ -84,7 +109,10 @@ impl Ms {
 
     /// This replica's address.
     pub fn self_addr(&self) -> &str {
-        self.replicas.get(self.node_id as usize).map(String::as_str).unwrap_or("")
+        self.replicas
+            .get(self.node_id as usize)
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     pub fn replicas(&self) -> &[String] {
@@ -94,13 +122,20 @@ impl Ms {
     /// The leader's address, if one is known.
     pub fn leader_addr(&self) -> Option<String> {
         let m = self.raft.metrics().borrow().clone();
-        m.current_leader.and_then(|id| self.replicas.get(id as usize).cloned())
+        m.current_leader
+            .and_then(|id| self.replicas.get(id as usize).cloned())
     }
 
     fn not_leader(&self) -> DaosError {
         match self.leader_addr() {
-            Some(l) => DaosError::new(Der::NOTLEADER, format!("this server is not the management service leader; leader: {l}")),
-            None => DaosError::new(Der::NOTLEADER, "the management service has no leader yet; retry shortly"),
+            Some(l) => DaosError::new(
+                Der::NOTLEADER,
+                format!("this server is not the management service leader; leader: {l}"),
+            ),
+            None => DaosError::new(
+                Der::NOTLEADER,
+                "the management service has no leader yet; retry shortly",
+            ),
         }
     }
 
@@ -134,11 +169,19 @@ impl Ms {
         self.wait_leader(Duration::from_secs(5)).await?;
         match self.raft.client_write(cmd).await {
             Ok(r) => match r.data {
-                MsResp::Err { code, msg } => Err(DaosError::new(Der::from_code(code).unwrap_or(Der::MISC), msg)),
+                MsResp::Err { code, msg } => Err(DaosError::new(
+                    Der::from_code(code).unwrap_or(Der::MISC),
+                    msg,
+                )),
                 other => Ok(other),
             },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(self.not_leader()),
-            Err(e) => Err(DaosError::new(Der::MISC, format!("management service write failed: {e}"))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(self.not_leader())
+            }
+            Err(e) => Err(DaosError::new(
+                Der::MISC,
+                format!("management service write failed: {e}"),
+            )),
         }
     }
 

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, Raft};
 use proto::mgmt::mgmt_raft_client::MgmtRaftClient;
@@ -42,7 +44,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Conn;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Conn {
-        Conn { target, addr: node.addr.clone(), tls: self.tls.clone(), client: None }
+        Conn {
+            target,
+            addr: node.addr.clone(),
+            tls: self.tls.clone(),
+            client: None,
+        }
     }
 }
 
@@ -58,17 +65,26 @@ impl Conn {
             }
             self.client = Some(MgmtRaftClient::new(ep.connect_lazy()));
         }
-        self.client.as_mut().ok_or_else(|| std::io::Error::other("no client"))
+        self.client
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("no client"))
     }
 
-    async fn send<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
+    async fn send<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    >(
         &mut self,
         which: u8,
         req: &Req,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let target = self.target;
-        let client = self.client().await.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let client = self
+            .client()
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let msg = RaftMsg { data };
         let r = match which {
             0 => client.append_entries(msg).await,
@@ -82,8 +98,8 @@ impl Conn {
                 return Err(RPCError::Unreachable(Unreachable::new(&st)));
             }
         };
-        let res: Result<Resp, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let res: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.data)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
     }
 }
@@ -101,7 +117,10 @@ impl RaftNetwork<TypeConfig> for Conn {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
         self.send(2, &rpc).await
     }
 
@@ -125,12 +144,16 @@ impl RaftService {
     }
 
     fn raft(&self) -> Result<&Raft<TypeConfig>, tonic::Status> {
-        self.raft.get().map(|ms| ms.raft()).ok_or_else(|| tonic::Status::unavailable("management service not started"))
+        self.raft
+            .get()
+            .map(|ms| ms.raft())
+            .ok_or_else(|| tonic::Status::unavailable("management service not started"))
     }
 }
 
 fn decode<T: DeserializeOwned>(m: &RaftMsg) -> Result<T, tonic::Status> {
-    serde_json::from_slice(&m.data).map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
+    serde_json::from_slice(&m.data)
+        .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
@@ -141,17 +164,26 @@ fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMsg>, tonic::Status
 
 #[tonic::async_trait]
 impl MgmtRaft for RaftService {
-    async fn append_entries(&self, req: tonic::Request<RaftMsg>) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
+    async fn append_entries(
+        &self,
+        req: tonic::Request<RaftMsg>,
+    ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
         let r = self.raft()?.append_entries(decode(req.get_ref())?).await;
         encode(&r)
     }
 
-    async fn vote(&self, req: tonic::Request<RaftMsg>) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
+    async fn vote(
+        &self,
+        req: tonic::Request<RaftMsg>,
+    ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
         let r = self.raft()?.vote(decode(req.get_ref())?).await;
         encode(&r)
     }
 
-    async fn install_snapshot(&self, req: tonic::Request<RaftMsg>) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
+    async fn install_snapshot(
+        &self,
+        req: tonic::Request<RaftMsg>,
+    ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
         let r = self.raft()?.install_snapshot(decode(req.get_ref())?).await;
         encode(&r)
     }

@@ -17,6 +17,8 @@ pub enum MemberState {
     Stopped,
     Errored,
     Excluded,
+    /// Its server restarted and the engine has not joined again yet.
+    Unresponsive,
 }
 
 impl MemberState {
@@ -27,6 +29,7 @@ impl MemberState {
             MemberState::Stopped => "stopped",
             MemberState::Errored => "errored",
             MemberState::Excluded => "excluded",
+            MemberState::Unresponsive => "unresponsive",
         }
     }
 }
@@ -96,11 +99,23 @@ pub enum MsCmd {
         ntgts: u32,
         fault_domain: String,
     },
-    SetMemberState { rank: u32, state: MemberState, info: String },
+    SetMemberState {
+        rank: u32,
+        state: MemberState,
+        info: String,
+    },
     PoolAdd(PoolRec),
-    PoolSetState { uuid: String, state: PoolState },
-    PoolSetProps { uuid: String, props: BTreeMap<String, String> },
-    PoolRemove { uuid: String },
+    PoolSetState {
+        uuid: String,
+        state: PoolState,
+    },
+    PoolSetProps {
+        uuid: String,
+        props: BTreeMap<String, String>,
+    },
+    PoolRemove {
+        uuid: String,
+    },
 }
 
 /// The outcome of applying one command.
@@ -113,7 +128,10 @@ pub enum MsResp {
 
 impl MsResp {
     fn err(der: Der, msg: String) -> Self {
-        MsResp::Err { code: der.code(), msg }
+        MsResp::Err {
+            code: der.code(),
+            msg,
+        }
     }
 }
 
@@ -137,7 +155,16 @@ impl SystemDb {
 
     fn apply_inner(&mut self, cmd: MsCmd) -> MsResp {
         match cmd {
-            MsCmd::Join { uuid, addr, fabric_uri, nctxs, incarnation, instance_idx, ntgts, fault_domain } => {
+            MsCmd::Join {
+                uuid,
+                addr,
+                fabric_uri,
+                nctxs,
+                incarnation,
+                instance_idx,
+                ntgts,
+                fault_domain,
+            } => {
                 let rank = match self.members.values().find(|m| m.uuid == uuid) {
                     Some(m) => m.rank,
                     None => {
@@ -177,7 +204,10 @@ impl SystemDb {
                     return MsResp::err(Der::EXIST, format!("pool {} already exists", rec.uuid));
                 }
                 if self.pools.values().any(|p| p.label == rec.label) {
-                    return MsResp::err(Der::EXIST, format!("pool label {:?} is already in use", rec.label));
+                    return MsResp::err(
+                        Der::EXIST,
+                        format!("pool label {:?} is already in use", rec.label),
+                    );
                 }
                 self.pools.insert(rec.uuid.clone(), rec);
                 MsResp::Ok
@@ -191,8 +221,15 @@ impl SystemDb {
             },
             MsCmd::PoolSetProps { uuid, props } => {
                 if let Some(label) = props.get("label") {
-                    if self.pools.values().any(|p| &p.label == label && p.uuid != uuid) {
-                        return MsResp::err(Der::EXIST, format!("pool label {label:?} is already in use"));
+                    if self
+                        .pools
+                        .values()
+                        .any(|p| &p.label == label && p.uuid != uuid)
+                    {
+                        return MsResp::err(
+                            Der::EXIST,
+                            format!("pool label {label:?} is already in use"),
+                        );
                     }
                 }
                 match self.pools.get_mut(&uuid) {
@@ -216,7 +253,9 @@ impl SystemDb {
 
     /// Finds a pool by UUID or label.
     pub fn find_pool(&self, id: &str) -> Option<&PoolRec> {
-        self.pools.get(id).or_else(|| self.pools.values().find(|p| p.label == id))
+        self.pools
+            .get(id)
+            .or_else(|| self.pools.values().find(|p| p.label == id))
     }
 }
 
@@ -260,7 +299,11 @@ mod tests {
         let mut db = SystemDb::default();
         assert_eq!(db.apply(join("a")), MsResp::Rank(0));
         assert_eq!(db.apply(join("b")), MsResp::Rank(1));
-        db.apply(MsCmd::SetMemberState { rank: 0, state: MemberState::Errored, info: "died".into() });
+        db.apply(MsCmd::SetMemberState {
+            rank: 0,
+            state: MemberState::Errored,
+            info: "died".into(),
+        });
         assert_eq!(db.apply(join("a")), MsResp::Rank(0));
         assert_eq!(db.members[&0].state, MemberState::Joined);
     }
@@ -271,8 +314,12 @@ mod tests {
         assert_eq!(db.apply(MsCmd::PoolAdd(pool("u1", "tank"))), MsResp::Ok);
         let v = db.data_version;
         let before = db.clone();
-        assert!(matches!(db.apply(MsCmd::PoolAdd(pool("u2", "tank"))), MsResp::Err { code, .. } if code == Der::EXIST.code()));
-        assert!(matches!(db.apply(MsCmd::PoolRemove { uuid: "nope".into() }), MsResp::Err { code, .. } if code == Der::NONEXIST.code()));
+        assert!(
+            matches!(db.apply(MsCmd::PoolAdd(pool("u2", "tank"))), MsResp::Err { code, .. } if code == Der::EXIST.code())
+        );
+        assert!(
+            matches!(db.apply(MsCmd::PoolRemove { uuid: "nope".into() }), MsResp::Err { code, .. } if code == Der::NONEXIST.code())
+        );
         assert_eq!(db, before);
         assert_eq!(db.data_version, v);
         assert_eq!(db.find_pool("tank").map(|p| p.uuid.as_str()), Some("u1"));

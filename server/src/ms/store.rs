@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta,
-    StorageError, StorageIOError, StoredMembership, Vote,
+    BasicNode, Entry, EntryPayload, LogId, OptionalSend, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StorageIOError, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,9 @@ impl LogInner {
             buf.extend_from_slice(&encode(r)?);
         }
         write_atomic(&self.dir, LOG_FILE, &buf)?;
-        self.file = OpenOptions::new().append(true).open(self.dir.join(LOG_FILE))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(LOG_FILE))?;
         self.records = recs.len();
         Ok(())
     }
@@ -167,13 +169,19 @@ impl LogStore {
         };
         let mut off = 0usize;
         while off + 8 <= data.len() {
-            let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
-            let crc = u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
-            let Some(payload) = data.get(off + 8..off + 8 + len) else { break };
+            let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
+                as usize;
+            let crc =
+                u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
+            let Some(payload) = data.get(off + 8..off + 8 + len) else {
+                break;
+            };
             if crc32fast::hash(payload) != crc {
                 break;
             }
-            let Ok(rec) = serde_json::from_slice::<LogRec>(payload) else { break };
+            let Ok(rec) = serde_json::from_slice::<LogRec>(payload) else {
+                break;
+            };
             inner.apply_rec(rec);
             inner.records += 1;
             off += 8 + len;
@@ -184,14 +192,21 @@ impl LogStore {
             file.sync_all()?;
         }
         file.flush()?;
-        Ok(LogStore { inner: Arc::new(Mutex::new(inner)) })
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(inner)),
+        })
     }
 
     async fn write(&self, recs: Vec<LogRec>) -> Result<(), std::io::Error> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.lock().map_err(|_| std::io::Error::other("raft log lock poisoned"))?.write(recs))
-            .await
-            .map_err(std::io::Error::other)?
+        tokio::task::spawn_blocking(move || {
+            inner
+                .lock()
+                .map_err(|_| std::io::Error::other("raft log lock poisoned"))?
+                .write(recs)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 }
 
@@ -210,8 +225,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
         let g = self.inner.lock().map_err(|_| lock_err())?;
-        let last = g.entries.values().next_back().map(|e| e.log_id).or(g.last_purged);
-        Ok(LogState { last_purged_log_id: g.last_purged, last_log_id: last })
+        let last = g
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(g.last_purged);
+        Ok(LogState {
+            last_purged_log_id: g.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -219,7 +242,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), SErr> {
-        self.write(vec![LogRec::Vote(*vote)]).await.map_err(|e| StorageIOError::write_vote(&e).into())
+        self.write(vec![LogRec::Vote(*vote)])
+            .await
+            .map_err(|e| StorageIOError::write_vote(&e).into())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
@@ -227,7 +252,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
-        self.write(vec![LogRec::Committed(committed)]).await.map_err(io_err)
+        self.write(vec![LogRec::Committed(committed)])
+            .await
+            .map_err(io_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
@@ -255,11 +282,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        self.write(vec![LogRec::Truncate(log_id.index)]).await.map_err(io_err)
+        self.write(vec![LogRec::Truncate(log_id.index)])
+            .await
+            .map_err(io_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), SErr> {
-        self.write(vec![LogRec::Purge(log_id)]).await.map_err(io_err)
+        self.write(vec![LogRec::Purge(log_id)])
+            .await
+            .map_err(io_err)
     }
 }
 
@@ -297,14 +328,18 @@ impl StateMachine {
         let p = dir.join(SNAP_FILE);
         if p.exists() {
             let data = std::fs::read(&p)?;
-            let s: StoredSnapshot = serde_json::from_slice(&data)
-                .map_err(|e| std::io::Error::other(format!("{}: corrupt snapshot: {e}", p.display())))?;
+            let s: StoredSnapshot = serde_json::from_slice(&data).map_err(|e| {
+                std::io::Error::other(format!("{}: corrupt snapshot: {e}", p.display()))
+            })?;
             inner.db = s.db;
             inner.last_applied = s.meta.last_log_id;
             inner.last_membership = s.meta.last_membership.clone();
             inner.snapshot = Some((s.meta, data));
         }
-        Ok(StateMachine { dir: dir.to_path_buf(), inner: Arc::new(RwLock::new(inner)) })
+        Ok(StateMachine {
+            dir: dir.to_path_buf(),
+            inner: Arc::new(RwLock::new(inner)),
+        })
     }
 
     /// Runs `f` on the current state.
@@ -316,13 +351,23 @@ impl StateMachine {
     }
 
     fn write_guard(&self) -> Result<std::sync::RwLockWriteGuard<'_, SmInner>, SErr> {
-        self.inner.write().map_err(|_| StorageIOError::write_state_machine(&std::io::Error::other("state machine lock poisoned")).into())
+        self.inner.write().map_err(|_| {
+            StorageIOError::write_state_machine(&std::io::Error::other(
+                "state machine lock poisoned",
+            ))
+            .into()
+        })
     }
 
-    async fn persist(&self, meta: SnapshotMeta<NodeId, BasicNode>, db: SystemDb) -> Result<Vec<u8>, SErr> {
+    async fn persist(
+        &self,
+        meta: SnapshotMeta<NodeId, BasicNode>,
+        db: SystemDb,
+    ) -> Result<Vec<u8>, SErr> {
         let dir = self.dir.clone();
         let stored = StoredSnapshot { meta, db };
-        let data = serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        let data =
+            serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let d2 = data.clone();
         tokio::task::spawn_blocking(move || write_atomic(&dir, SNAP_FILE, &d2))
             .await
@@ -341,19 +386,28 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(l) => format!("{}-{}-{}", l.leader_id, l.index, g.snap_seq),
                 None => format!("none-{}", g.snap_seq),
             };
-            let meta = SnapshotMeta { last_log_id: g.last_applied, last_membership: g.last_membership.clone(), snapshot_id: id };
+            let meta = SnapshotMeta {
+                last_log_id: g.last_applied,
+                last_membership: g.last_membership.clone(),
+                snapshot_id: id,
+            };
             (meta, g.db.clone())
         };
         let data = self.persist(meta.clone(), db).await?;
         self.write_guard()?.snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, BasicNode>), SErr> {
         let g = self.write_guard()?;
         Ok((g.last_applied, g.last_membership.clone()))
     }
@@ -387,10 +441,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta<NodeId, BasicNode>, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), SErr> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
         let data = snapshot.into_inner();
-        let stored: StoredSnapshot =
-            serde_json::from_slice(&data).map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        let stored: StoredSnapshot = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
         let saved = self.persist(meta.clone(), stored.db.clone()).await?;
         let mut g = self.write_guard()?;
         g.db = stored.db;
@@ -402,7 +460,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
         let g = self.write_guard()?;
-        Ok(g.snapshot.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(data.clone())) }))
+        Ok(g.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
     }
 }
 
@@ -412,7 +473,10 @@ mod tests {
     use openraft::{CommittedLeaderId, LogId};
 
     fn entry(i: u64) -> Entry<TypeConfig> {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(1, 0), i), payload: EntryPayload::Blank }
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), i),
+            payload: EntryPayload::Blank,
+        }
     }
 
     #[test]
@@ -428,7 +492,10 @@ mod tests {
             g.write(vec![LogRec::Truncate(590)]).unwrap();
         }
         // A torn record at the end, as a crash in the middle of a write leaves it.
-        let mut f = OpenOptions::new().append(true).open(dir.path().join(LOG_FILE)).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(LOG_FILE))
+            .unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
         let s = LogStore::open(dir.path()).unwrap();

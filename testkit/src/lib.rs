@@ -1,0 +1,318 @@
+//! Integration-test harness: a real single-node system in a temp directory.
+//!
+//! [`System`] writes a `daos_server.yml` (tmpfs SCM mounts, file-backed bulk
+//! devices, its own sockets and ports), starts `daos_server` and stops it by PID.
+//! Dropping it stops every process it started (server, engines, agent: all by
+//! recorded PID) and unmounts the tmpfs mounts, even when a test fails.
+//! Binaries come from the cargo target directory; build them first
+//! (`cargo build --workspace --bins`, as the test script does).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    // target/debug/deps/<test> -> target/debug
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf();
+    for b in ["daos_server", "daos_engine", "dmg", "daos_agent"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} missing: run `cargo build --workspace --bins` before the tests",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+}
+
+fn kill(pid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+}
+
+/// Waits until `f` holds or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Engine shape for [`System::new`].
+#[derive(Clone, Copy)]
+pub struct EngineSpec {
+    pub targets: u32,
+    pub scm_mib: u64,
+    pub bdev_mib: u64,
+}
+
+impl Default for EngineSpec {
+    fn default() -> Self {
+        EngineSpec {
+            targets: 2,
+            scm_mib: 512,
+            bdev_mib: 1024,
+        }
+    }
+}
+
+/// A running single-node system.
+pub struct System {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    pub engines: Vec<EngineSpec>,
+    server: Option<Child>,
+    agent: Option<Child>,
+}
+
+impl System {
+    /// Writes the config for `engines` and starts daos_server (not yet formatted).
+    pub fn new(engines: &[EngineSpec]) -> System {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests mount tmpfs SCM tiers and must run as root"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("daos-test")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let config = dir.path().join("daos_server.yml");
+        let mut sys = System {
+            dir,
+            port,
+            config,
+            engines: engines.to_vec(),
+            server: None,
+            agent: None,
+        };
+        std::fs::write(&sys.config, sys.config_text()).unwrap();
+        sys.start_server();
+        sys
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    /// The daos_server.yml this system runs with.
+    pub fn config_text(&self) -> String {
+        let d = self.dir.path().display();
+        let mut s = format!(
+            "name: daos_server\nport: {port}\nmgmt_svc_replicas: [\"127.0.0.1:{port}\"]\nsocket_dir: {d}/sock\n\
+             transport_config:\n  allow_insecure: true\ncontrol_log_file: {d}/server.log\ncontrol_log_mask: DEBUG\n\
+             control_metadata:\n  path: {d}/meta\nengines:\n",
+            port = self.port
+        );
+        for (i, e) in self.engines.iter().enumerate() {
+            s += &format!(
+                "- targets: {t}\n  fabric_iface: lo\n  fabric_iface_port: {fp}\n  log_file: {d}/engine{i}.log\n  log_mask: DEBUG\n  storage:\n\
+                 \x20 - class: ram\n    scm_mount: {d}/scm{i}\n    scm_size: {scm}MiB\n\
+                 \x20 - class: file\n    bdev_list: [{d}/bdev{i}]\n    bdev_size: {bd}MiB\n",
+                t = e.targets,
+                fp = free_port(),
+                scm = e.scm_mib,
+                bd = e.bdev_mib
+            );
+        }
+        s
+    }
+
+    /// Starts daos_server and waits for its port.
+    pub fn start_server(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("server.stderr"))
+            .unwrap();
+        let child = Command::new(bin("daos_server"))
+            .args(["start", "-o"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.server = Some(child);
+        let port = self.port;
+        wait_for("daos_server to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    pub fn server_pid(&self) -> i32 {
+        self.server.as_ref().expect("server running").id() as i32
+    }
+
+    /// `kill -9` of daos_server; engines stay up.
+    pub fn kill9_server(&mut self) {
+        let mut c = self.server.take().expect("server running");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    /// SIGTERM to daos_server and wait for it; returns its exit status.
+    pub fn stop_server(&mut self) -> std::process::ExitStatus {
+        let mut c = self.server.take().expect("server running");
+        kill(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
+        c.wait().unwrap()
+    }
+
+    /// PID of engine `idx` from the server's pid file, if it is alive.
+    pub fn engine_pid(&self, idx: usize) -> Option<i32> {
+        let s = std::fs::read_to_string(self.path(&format!("sock/daos_engine_{idx}.pid"))).ok()?;
+        s.trim().parse().ok().filter(|p| pid_alive(*p))
+    }
+
+    /// Runs dmg against this system with `args`.
+    pub fn dmg(&self, args: &[&str]) -> Output {
+        Command::new(bin("dmg"))
+            .args(["-i", "-l", &format!("127.0.0.1:{}", self.port)])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs dmg and requires success; returns stdout.
+    pub fn dmg_ok(&self, args: &[&str]) -> String {
+        let o = self.dmg(args);
+        assert!(
+            o.status.success(),
+            "dmg {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs dmg with `-j` and returns the JSON envelope's `response`.
+    pub fn dmg_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["-j"];
+        a.extend_from_slice(args);
+        let out = self.dmg_ok(&a);
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("dmg {args:?}: invalid JSON ({e}): {out}"));
+        assert_eq!(v["status"], 0, "{out}");
+        v["response"].clone()
+    }
+
+    /// Formats storage and waits for every engine to join.
+    pub fn format(&self) {
+        self.dmg_ok(&["storage", "format"]);
+        self.wait_joined(self.engines.len());
+    }
+
+    /// Waits until `n` ranks are joined.
+    pub fn wait_joined(&self, n: usize) {
+        wait_for(
+            &format!("{n} joined ranks"),
+            Duration::from_secs(30),
+            || {
+                let o = self.dmg(&["-j", "system", "query"]);
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout) else {
+                    return false;
+                };
+                v["response"]["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().filter(|x| x["state"] == "joined").count() == n)
+            },
+        );
+    }
+
+    /// Starts daos_agent with a config in this system's directory; returns its socket dir.
+    pub fn start_agent(&mut self) -> PathBuf {
+        let rt = self.path("agent");
+        std::fs::create_dir_all(&rt).unwrap();
+        let cfg = self.path("daos_agent.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "name: daos_server\naccess_points: [\"127.0.0.1:{}\"]\nruntime_dir: {}\nlog_file: {}\ntransport_config:\n  allow_insecure: true\n",
+                self.port,
+                rt.display(),
+                self.path("agent.log").display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.path("agent.stderr")).unwrap();
+        let child = Command::new(bin("daos_agent"))
+            .args(["start", "-o"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.agent = Some(child);
+        let sock = rt.join("daos_sock");
+        wait_for("daos_agent socket", Duration::from_secs(20), || {
+            sock.exists()
+        });
+        rt
+    }
+
+    /// Lines at ERROR level in a log file of this system.
+    pub fn error_lines(&self, log: &str) -> Vec<String> {
+        std::fs::read_to_string(self.path(log))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" ERROR "))
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            let _ = a.kill();
+            let _ = a.wait();
+        }
+        if let Some(mut s) = self.server.take() {
+            kill(s.id() as i32, nix::sys::signal::Signal::SIGTERM);
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end && matches!(s.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        for i in 0..self.engines.len() {
+            if let Some(pid) = self.engine_pid(i) {
+                kill(pid, nix::sys::signal::Signal::SIGKILL);
+                wait_for("engine exit", Duration::from_secs(10), || !pid_alive(pid));
+            }
+            let scm = self.path(&format!("scm{i}"));
+            let _ = nix::mount::umount2(&scm, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
