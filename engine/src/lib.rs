@@ -10,7 +10,7 @@ mod server_link;
 pub mod storage;
 mod targets;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ fn iface_addr(name: &str) -> Result<IpAddr, DaosError> {
             continue;
         }
         if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-            return Ok(IpAddr::V4(Ipv4Addr::from(sin.ip())));
+            return Ok(IpAddr::V4(sin.ip()));
         }
     }
     Err(DaosError::new(

@@ -61,7 +61,7 @@ pub struct ServerConfig {
 }
 
 /// TLS settings of the management channel.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TransportConfig {
     #[serde(default)]
@@ -74,18 +74,6 @@ pub struct TransportConfig {
     pub cert: Option<PathBuf>,
     #[serde(default)]
     pub key: Option<PathBuf>,
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        TransportConfig {
-            allow_insecure: false,
-            client_cert_dir: None,
-            ca_cert: None,
-            cert: None,
-            key: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -355,7 +343,7 @@ impl ServerConfig {
                     .into(),
             ));
         }
-        if reps.len() % 2 == 0 {
+        if reps.len().is_multiple_of(2) {
             return Err(bad(
                 "mgmt_svc_replicas",
                 format!(

@@ -495,7 +495,7 @@ impl Stats {
             free: self.free,
             min: self.min.unwrap_or(0),
             max: self.max,
-            mean: if self.n > 0 { self.free / self.n } else { 0 },
+            mean: self.free.checked_div(self.n).unwrap_or(0),
             media_type: media.into(),
         }
     }

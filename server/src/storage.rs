@@ -66,7 +66,7 @@ fn unescape(s: &str) -> String {
 pub fn fs_total(p: &Path) -> Option<u64> {
     nix::sys::statvfs::statvfs(p)
         .ok()
-        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks() * s.fragment_size())
 }
 
 /// Size of a bulk device: the configured size of a file, the real size of a block device.

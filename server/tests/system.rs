@@ -1,5 +1,6 @@
 //! End-to-end: real daos_server + daos_engine processes on loopback, driven through
 //! the real dmg binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -83,12 +83,93 @@ impl Default for EngineSpec {
     }
 }
 
+/// Writes a CA and certificates signed by it into `dir` with openssl, as DAOS's
+/// `gen_certificates.sh` lays them out: `daosCA.crt`, `server.{crt,key}` (name
+/// `server`), `admin.{crt,key}`, `agent.{crt,key}`.
+pub fn make_certs(dir: &Path, ca_name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl (installed by scripts/test.sh)");
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let subj = format!("/CN={ca_name}");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &subj,
+        "-keyout",
+        "daosCA.key",
+        "-out",
+        "daosCA.crt",
+    ]);
+    for name in ["server", "admin", "agent"] {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let crt = format!("{name}.crt");
+        let ext = format!("{name}.ext");
+        std::fs::write(
+            dir.join(&ext),
+            format!("subjectAltName=DNS:{name}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "daosCA.crt",
+            "-CAkey",
+            "daosCA.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
+        ]);
+    }
+}
+
 /// A running single-node system.
 pub struct System {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub config: PathBuf,
     pub engines: Vec<EngineSpec>,
+    /// Certificates for mutual TLS; `None` runs insecure.
+    pub certs: Option<PathBuf>,
     server: Option<Child>,
     agent: Option<Child>,
 }
@@ -96,6 +177,15 @@ pub struct System {
 impl System {
     /// Writes the config for `engines` and starts daos_server (not yet formatted).
     pub fn new(engines: &[EngineSpec]) -> System {
+        Self::build(engines, false)
+    }
+
+    /// Like [`System::new`], with mutual TLS on the management channel.
+    pub fn with_tls(engines: &[EngineSpec]) -> System {
+        Self::build(engines, true)
+    }
+
+    fn build(engines: &[EngineSpec], tls: bool) -> System {
         assert!(
             nix::unistd::geteuid().is_root(),
             "these tests mount tmpfs SCM tiers and must run as root"
@@ -106,11 +196,16 @@ impl System {
             .unwrap();
         let port = free_port();
         let config = dir.path().join("daos_server.yml");
+        let certs = tls.then(|| dir.path().join("certs"));
+        if let Some(c) = &certs {
+            make_certs(c, "daosCA");
+        }
         let mut sys = System {
             dir,
             port,
             config,
             engines: engines.to_vec(),
+            certs,
             server: None,
             agent: None,
         };
@@ -123,14 +218,26 @@ impl System {
         self.dir.path().join(p)
     }
 
+    /// The `transport_config` section for a component using `cert`/`key` of `name`.
+    pub fn transport(&self, name: &str) -> String {
+        match &self.certs {
+            None => "transport_config:\n  allow_insecure: true\n".into(),
+            Some(c) => format!(
+                "transport_config:\n  allow_insecure: false\n  ca_cert: {c}/daosCA.crt\n  cert: {c}/{name}.crt\n  key: {c}/{name}.key\n",
+                c = c.display()
+            ),
+        }
+    }
+
     /// The daos_server.yml this system runs with.
     pub fn config_text(&self) -> String {
         let d = self.dir.path().display();
         let mut s = format!(
             "name: daos_server\nport: {port}\nmgmt_svc_replicas: [\"127.0.0.1:{port}\"]\nsocket_dir: {d}/sock\n\
-             transport_config:\n  allow_insecure: true\ncontrol_log_file: {d}/server.log\ncontrol_log_mask: DEBUG\n\
+             {tc}control_log_file: {d}/server.log\ncontrol_log_mask: DEBUG\n\
              control_metadata:\n  path: {d}/meta\nengines:\n",
-            port = self.port
+            port = self.port,
+            tc = self.transport("server"),
         );
         for (i, e) in self.engines.iter().enumerate() {
             s += &format!(
@@ -192,10 +299,27 @@ impl System {
         s.trim().parse().ok().filter(|p| pid_alive(*p))
     }
 
+    /// Writes a daos_control.yml for this system and returns its path.
+    pub fn control_config(&self) -> PathBuf {
+        let p = self.path("daos_control.yml");
+        std::fs::write(
+            &p,
+            format!(
+                "name: daos_server\nport: {}\nhostlist: [\"127.0.0.1:{}\"]\n{}",
+                self.port,
+                self.port,
+                self.transport("admin")
+            ),
+        )
+        .unwrap();
+        p
+    }
+
     /// Runs dmg against this system with `args`.
     pub fn dmg(&self, args: &[&str]) -> Output {
         Command::new(bin("dmg"))
-            .args(["-i", "-l", &format!("127.0.0.1:{}", self.port)])
+            .arg("-o")
+            .arg(self.control_config())
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -248,18 +372,26 @@ impl System {
         );
     }
 
-    /// Starts daos_agent with a config in this system's directory; returns its socket dir.
+    /// Starts daos_agent pointed at this system; returns its socket dir.
     pub fn start_agent(&mut self) -> PathBuf {
+        let ap = format!("127.0.0.1:{}", self.port);
+        self.start_agent_with(&[ap])
+    }
+
+    /// Starts daos_agent with `access_points`, config in this system's directory;
+    /// returns its socket dir.
+    pub fn start_agent_with(&mut self, access_points: &[String]) -> PathBuf {
         let rt = self.path("agent");
         std::fs::create_dir_all(&rt).unwrap();
         let cfg = self.path("daos_agent.yml");
         std::fs::write(
             &cfg,
             format!(
-                "name: daos_server\naccess_points: [\"127.0.0.1:{}\"]\nruntime_dir: {}\nlog_file: {}\ntransport_config:\n  allow_insecure: true\n",
-                self.port,
+                "name: daos_server\naccess_points: {:?}\nruntime_dir: {}\nlog_file: {}\n{}",
+                access_points,
                 rt.display(),
-                self.path("agent.log").display()
+                self.path("agent.log").display(),
+                self.transport("agent")
             ),
         )
         .unwrap();

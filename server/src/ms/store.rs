@@ -11,6 +11,9 @@
 //! snapshot file holds the whole [`SystemDb`] and the log id it covers; on start the
 //! snapshot is loaded and the committed log after it is applied again.
 
+// openraft's StorageError is large, and its traits fix the return types.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -34,7 +37,7 @@ type SErr = StorageError<NodeId>;
 
 #[derive(Serialize, Deserialize)]
 enum LogRec {
-    Entry(Entry<TypeConfig>),
+    Entry(Box<Entry<TypeConfig>>),
     Vote(Vote<NodeId>),
     Committed(Option<LogId<NodeId>>),
     /// Removes entries at and after this index.
@@ -93,7 +96,7 @@ impl LogInner {
     fn apply_rec(&mut self, rec: LogRec) {
         match rec {
             LogRec::Entry(e) => {
-                self.entries.insert(e.log_id.index, e);
+                self.entries.insert(e.log_id.index, *e);
             }
             LogRec::Vote(v) => self.vote = Some(v),
             LogRec::Committed(c) => self.committed = c,
@@ -134,7 +137,12 @@ impl LogInner {
         if let Some(p) = self.last_purged {
             recs.push(LogRec::Purge(p));
         }
-        recs.extend(self.entries.values().cloned().map(LogRec::Entry));
+        recs.extend(
+            self.entries
+                .values()
+                .cloned()
+                .map(|e| LogRec::Entry(Box::new(e))),
+        );
         let mut buf = Vec::new();
         for r in &recs {
             buf.extend_from_slice(&encode(r)?);
@@ -266,7 +274,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let recs: Vec<LogRec> = entries.into_iter().map(LogRec::Entry).collect();
+        let recs: Vec<LogRec> = entries
+            .into_iter()
+            .map(|e| LogRec::Entry(Box::new(e)))
+            .collect();
         match self.write(recs).await {
             Ok(()) => {
                 callback.log_io_completed(Ok(()));
@@ -486,7 +497,7 @@ mod tests {
             let s = LogStore::open(dir.path()).unwrap();
             let mut g = s.inner.lock().unwrap();
             for i in 1..=600 {
-                g.write(vec![LogRec::Entry(entry(i))]).unwrap();
+                g.write(vec![LogRec::Entry(Box::new(entry(i)))]).unwrap();
             }
             g.write(vec![LogRec::Purge(entry(500).log_id)]).unwrap();
             g.write(vec![LogRec::Truncate(590)]).unwrap();

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Brings up a single-node DAOS system on this machine: builds the binaries,
+# writes configs with file-backed storage under DATA_DIR, starts daos_server
+# (which starts daos_engine) and daos_agent, formats, and creates pool "tank".
+#
+#   scripts/local-system.sh [DATA_DIR]        start (default DATA_DIR: /var/lib/daos-local)
+#   scripts/local-system.sh stop [DATA_DIR]   stop everything it started and unmount
+#
+# Environment: DAOS_PORT (10001), DAOS_SCM_GIB (2), DAOS_BDEV_GIB (16, sparse),
+# DAOS_TARGETS (4), DAOS_POOL_SIZE (4GiB), DAOS_PROFILE (release or debug).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+cmd=start
+if [ "${1:-}" = stop ] || [ "${1:-}" = start ]; then cmd=$1; shift; fi
+data=${1:-/var/lib/daos-local}
+port=${DAOS_PORT:-10001}
+profile=${DAOS_PROFILE:-release}
+bin="$repo/target/$profile"
+
+die() { echo "local-system: $*" >&2; exit 1; }
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+stop_pid() { # pidfile name
+    if alive "$1"; then
+        local pid; pid=$(cat "$1")
+        kill -TERM "$pid"
+        for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$pid" 2>/dev/null && { echo "$2 did not stop; killing it"; kill -KILL "$pid"; }
+        echo "stopped $2 (pid $pid)"
+    fi
+    rm -f "$1"
+}
+
+if [ "$cmd" = stop ]; then
+    stop_pid "$data/daos_agent.pid" daos_agent
+    stop_pid "$data/daos_server.pid" "daos_server and its engine"
+    if mountpoint -q "$data/scm0"; then umount "$data/scm0" && echo "unmounted $data/scm0"; fi
+    exit 0
+fi
+
+[ "$(id -u)" -eq 0 ] || die "run as root: the SCM tier is a tmpfs that daos_server mounts"
+command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first"
+if ! command -v gcc >/dev/null || ! command -v mountpoint >/dev/null; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc util-linux
+fi
+
+echo "==> building ($profile)"
+if [ "$profile" = release ]; then
+    (cd "$repo" && cargo build -j2 --release --workspace --bins)
+else
+    (cd "$repo" && cargo build -j2 --workspace --bins)
+fi
+
+mkdir -p "$data"/{sock,meta,agent}
+cat > "$data/daos_server.yml" <<YML
+# Written by scripts/local-system.sh; see docs/config.md.
+name: daos_server
+port: $port
+mgmt_svc_replicas: ["127.0.0.1:$port"]
+provider: ofi+tcp
+socket_dir: $data/sock
+transport_config:
+  allow_insecure: true
+control_log_file: $data/daos_server.log
+control_log_mask: INFO
+control_metadata:
+  path: $data/meta
+engines:
+- targets: ${DAOS_TARGETS:-4}
+  nr_xs_helpers: 0
+  fabric_iface: lo
+  fabric_iface_port: $((port + 21415))
+  log_file: $data/daos_engine.0.log
+  log_mask: INFO
+  storage:
+  - class: ram
+    scm_mount: $data/scm0
+    scm_size: ${DAOS_SCM_GIB:-2}
+  - class: file
+    bdev_list: [$data/bdev0]
+    bdev_size: ${DAOS_BDEV_GIB:-16}
+YML
+cat > "$data/daos_control.yml" <<YML
+name: daos_server
+port: $port
+hostlist: ["127.0.0.1:$port"]
+transport_config:
+  allow_insecure: true
+YML
+cat > "$data/daos_agent.yml" <<YML
+name: daos_server
+access_points: ["127.0.0.1:$port"]
+port: $port
+runtime_dir: $data/agent
+log_file: $data/daos_agent.log
+transport_config:
+  allow_insecure: true
+YML
+
+dmg=("$bin/dmg" -o "$data/daos_control.yml")
+
+if alive "$data/daos_server.pid"; then
+    echo "==> daos_server already running (pid $(cat "$data/daos_server.pid"))"
+else
+    echo "==> starting daos_server"
+    setsid "$bin/daos_server" start -o "$data/daos_server.yml" >>"$data/daos_server.stderr" 2>&1 < /dev/null &
+    echo $! > "$data/daos_server.pid"
+fi
+for _ in $(seq 1 100); do "${dmg[@]}" system query >/dev/null 2>&1 && break; sleep 0.2; done
+"${dmg[@]}" system query >/dev/null || die "daos_server did not come up; see $data/daos_server.log and $data/daos_server.stderr"
+
+echo "==> formatting storage"
+"${dmg[@]}" storage format
+
+if alive "$data/daos_agent.pid"; then
+    echo "==> daos_agent already running (pid $(cat "$data/daos_agent.pid"))"
+else
+    echo "==> starting daos_agent"
+    setsid "$bin/daos_agent" start -o "$data/daos_agent.yml" >>"$data/daos_agent.stderr" 2>&1 < /dev/null &
+    echo $! > "$data/daos_agent.pid"
+fi
+for _ in $(seq 1 100); do [ -S "$data/agent/daos_sock" ] && break; sleep 0.1; done
+[ -S "$data/agent/daos_sock" ] || die "daos_agent did not come up; see $data/daos_agent.log"
+
+if "${dmg[@]}" pool query tank >/dev/null 2>&1; then
+    echo "==> pool tank exists"
+else
+    echo "==> creating pool tank"
+    "${dmg[@]}" pool create tank --size "${DAOS_POOL_SIZE:-4GiB}"
+fi
+"${dmg[@]}" system query -v
+"${dmg[@]}" pool list
+
+cat <<TXT
+
+The local DAOS system is up (data in $data).
+Next:
+  export PATH=$bin:\$PATH DAOS_AGENT_DRPC_DIR=$data/agent
+  dmg -o $data/daos_control.yml pool query tank
+  dmg -o $data/daos_control.yml storage query usage
+Logs: $data/daos_server.log, $data/daos_engine.0.log, $data/daos_agent.log
+Stop: $repo/scripts/local-system.sh stop $data
+TXT

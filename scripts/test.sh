@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real processes. Needs root (the
+# integration tests mount tmpfs SCM tiers) and installs what it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: run as root (the tests mount tmpfs and start daemons)" >&2
+    exit 1
+fi
+
+need_pkgs=()
+for p in gcc:gcc openssl:openssl mount:mount; do
+    command -v "${p%%:*}" >/dev/null 2>&1 || need_pkgs+=("${p##*:}")
+done
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    echo "installing ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}"
+fi
+command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found: install Rust (rustup)" >&2; exit 1; }
+
+jobs=${CARGO_BUILD_JOBS:-2}
+# The integration tests run the binaries, so build them first.
+cargo build -j"$jobs" --workspace --bins
+cargo test -j"$jobs" --workspace
