@@ -4,7 +4,12 @@
 # (which starts daos_engine) and daos_agent, formats, and creates pool "tank".
 #
 #   scripts/local-system.sh [DATA_DIR]        start (default DATA_DIR: /var/lib/daos-local)
-#   scripts/local-system.sh stop [DATA_DIR]   stop everything it started and unmount
+#   scripts/local-system.sh stop [DATA_DIR]   stop everything it started (data is kept)
+#   scripts/local-system.sh wipe [DATA_DIR]   stop, unmount the SCM tmpfs, delete DATA_DIR
+#
+# The SCM tier is a tmpfs (class ram) and holds the engine's metadata and the
+# management service (as DAOS does without control_metadata), so a reboot
+# starts a fresh system: run this script again to format it.
 #
 # Environment: DAOS_PORT (10001), DAOS_SCM_GIB (2), DAOS_BDEV_GIB (16, sparse),
 # DAOS_TARGETS (4), DAOS_POOL_SIZE (4GiB), DAOS_PROFILE (release or debug).
@@ -12,7 +17,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 cmd=start
-if [ "${1:-}" = stop ] || [ "${1:-}" = start ]; then cmd=$1; shift; fi
+case "${1:-}" in start|stop|wipe) cmd=$1; shift ;; esac
 data=${1:-/var/lib/daos-local}
 port=${DAOS_PORT:-10001}
 profile=${DAOS_PROFILE:-release}
@@ -32,10 +37,13 @@ stop_pid() { # pidfile name
     rm -f "$1"
 }
 
-if [ "$cmd" = stop ]; then
+if [ "$cmd" = stop ] || [ "$cmd" = wipe ]; then
     stop_pid "$data/daos_agent.pid" daos_agent
     stop_pid "$data/daos_server.pid" "daos_server and its engine"
-    if mountpoint -q "$data/scm0"; then umount "$data/scm0" && echo "unmounted $data/scm0"; fi
+    if [ "$cmd" = wipe ]; then
+        if mountpoint -q "$data/scm0"; then umount "$data/scm0" && echo "unmounted $data/scm0"; fi
+        [ -f "$data/daos_server.yml" ] && rm -rf "$data" && echo "removed $data"
+    fi
     exit 0
 fi
 
@@ -53,7 +61,7 @@ else
     (cd "$repo" && cargo build -j2 --workspace --bins)
 fi
 
-mkdir -p "$data"/{sock,meta,agent}
+mkdir -p "$data"/{sock,agent}
 cat > "$data/daos_server.yml" <<YML
 # Written by scripts/local-system.sh; see docs/config.md.
 name: daos_server
@@ -65,8 +73,6 @@ transport_config:
   allow_insecure: true
 control_log_file: $data/daos_server.log
 control_log_mask: INFO
-control_metadata:
-  path: $data/meta
 engines:
 - targets: ${DAOS_TARGETS:-4}
   nr_xs_helpers: 0
@@ -108,8 +114,8 @@ else
     setsid "$bin/daos_server" start -o "$data/daos_server.yml" >>"$data/daos_server.stderr" 2>&1 < /dev/null &
     echo $! > "$data/daos_server.pid"
 fi
-for _ in $(seq 1 100); do "${dmg[@]}" system query >/dev/null 2>&1 && break; sleep 0.2; done
-"${dmg[@]}" system query >/dev/null || die "daos_server did not come up; see $data/daos_server.log and $data/daos_server.stderr"
+for _ in $(seq 1 100); do "${dmg[@]}" storage scan >/dev/null 2>&1 && break; sleep 0.2; done
+"${dmg[@]}" storage scan >/dev/null || die "daos_server did not come up; see $data/daos_server.log and $data/daos_server.stderr"
 
 echo "==> formatting storage"
 "${dmg[@]}" storage format
@@ -141,5 +147,5 @@ Next:
   dmg -o $data/daos_control.yml pool query tank
   dmg -o $data/daos_control.yml storage query usage
 Logs: $data/daos_server.log, $data/daos_engine.0.log, $data/daos_agent.log
-Stop: $repo/scripts/local-system.sh stop $data
+Stop: $repo/scripts/local-system.sh stop $data   (wipe: stop and delete everything)
 TXT
