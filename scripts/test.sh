@@ -23,4 +23,12 @@ command -v cargo >/dev/null || { echo "scripts/test.sh: cargo not found: install
 jobs=${CARGO_BUILD_JOBS:-2}
 # The integration tests run the binaries, so build them first.
 cargo build -j"$jobs" --workspace --bins
-cargo test -j"$jobs" --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test -j"$jobs" --workspace 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One total over every test binary, so the run's last line counts them all.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "summary: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$rc"

@@ -382,6 +382,43 @@ mod tests {
         assert_eq!(a.reserved(), 13 * EXTENT_ALIGN);
     }
 
+    proptest::proptest! {
+        /// Against a model that tracks every byte: no byte is handed out twice,
+        /// every extent lies inside its device, and the accounting matches.
+        #[test]
+        fn allocator_matches_byte_model(
+            sizes in proptest::collection::vec(1u64..16, 1..4),
+            ops in proptest::collection::vec((0u8..3, 1u64..6), 1..80),
+        ) {
+            let sizes: Vec<u64> = sizes.into_iter().map(|s| s * EXTENT_ALIGN).collect();
+            let mut a = Allocator::new(sizes.clone());
+            let mut owned: Vec<Extent> = Vec::new();
+            for (op, n) in ops {
+                if op < 2 {
+                    let want = n * EXTENT_ALIGN - (n % 3);
+                    let free: u64 = sizes.iter().sum::<u64>() - owned.iter().map(|e| e.len).sum::<u64>();
+                    match a.alloc(want) {
+                        Some(e) => {
+                            proptest::prop_assert!(e.len >= want && e.off + e.len <= sizes[e.dev as usize]);
+                            for o in &owned {
+                                proptest::prop_assert!(o.dev != e.dev || o.off + o.len <= e.off || e.off + e.len <= o.off);
+                            }
+                            owned.push(e);
+                        }
+                        // First fit may fail from fragmentation, never with a whole empty device that fits.
+                        None => proptest::prop_assert!(
+                            !(0..sizes.len()).any(|d| owned.iter().all(|o| o.dev as usize != d) && sizes[d] >= want) || free < want
+                        ),
+                    }
+                } else if !owned.is_empty() {
+                    let e = owned.swap_remove((n as usize) % owned.len());
+                    a.free(e);
+                }
+                proptest::prop_assert_eq!(a.reserved(), owned.iter().map(|e| e.len).sum::<u64>());
+            }
+        }
+    }
+
     #[test]
     fn mark_rejects_overlap_and_overflow() {
         let mut a = Allocator::new(vec![8 * EXTENT_ALIGN]);

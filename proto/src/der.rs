@@ -68,7 +68,7 @@ ders! {
     INPROGRESS = 2018, "Operation now in progress";
     NOTREPLICA = 2020, "Not a service replica";
     CSUM = 2021, "Checksum error";
-    AGENT_INCOMPAT = 2025, "Agent is incompatible with libdaos";
+    AGENT_INCOMPAT = 2029, "Agent is incompatible with libdaos";
 }
 
 impl Der {

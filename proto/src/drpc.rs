@@ -107,9 +107,20 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads one frame. `Ok(None)` means the peer closed the connection between frames.
+/// Reads one frame of at most [`MAX_FRAME`] bytes. `Ok(None)` means the peer
+/// closed the connection between frames.
 pub async fn read_frame<R: AsyncRead + Unpin, M: Message + Default>(
     r: &mut R,
+) -> Result<Option<M>, DrpcError> {
+    read_frame_limited(r, MAX_FRAME, None).await
+}
+
+/// Reads one frame of at most `max` bytes; once its length has arrived, the rest
+/// must arrive within `body_timeout`, so a peer cannot hold a buffer forever.
+pub async fn read_frame_limited<R: AsyncRead + Unpin, M: Message + Default>(
+    r: &mut R,
+    max: usize,
+    body_timeout: Option<Duration>,
 ) -> Result<Option<M>, DrpcError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -118,11 +129,18 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: Message + Default>(
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_FRAME {
+    if len > max {
         return Err(DrpcError::TooLarge(len));
     }
     let mut body = vec![0u8; len];
-    r.read_exact(&mut body).await.map_err(|e| {
+    let read = r.read_exact(&mut body);
+    let res = match body_timeout {
+        Some(t) => tokio::time::timeout(t, read)
+            .await
+            .map_err(|_| DrpcError::Timeout(t))?,
+        None => read.await,
+    };
+    res.map_err(|e| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             DrpcError::Closed
         } else {
@@ -132,27 +150,40 @@ pub async fn read_frame<R: AsyncRead + Unpin, M: Message + Default>(
     Ok(Some(M::decode(body.as_slice())?))
 }
 
-/// A client connection: one call at a time.
+/// A client connection: one call at a time. After a failure that leaves the
+/// stream in an unknown state (I/O error, timeout with a reply possibly still on
+/// the way, a reply out of sequence), the next call connects afresh.
 pub struct DrpcClient {
-    stream: UnixStream,
+    path: std::path::PathBuf,
+    stream: Option<UnixStream>,
     seq: i64,
     timeout: Duration,
+}
+
+async fn open(path: &Path) -> Result<UnixStream, DrpcError> {
+    UnixStream::connect(path)
+        .await
+        .map_err(|source| DrpcError::Connect {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 impl DrpcClient {
     /// Connects to the socket at `path`.
     pub async fn connect(path: &Path) -> Result<Self, DrpcError> {
-        let stream = UnixStream::connect(path)
-            .await
-            .map_err(|source| DrpcError::Connect {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let stream = open(path).await?;
         Ok(DrpcClient {
-            stream,
+            path: path.to_path_buf(),
+            stream: Some(stream),
             seq: 0,
             timeout: Duration::from_secs(60),
         })
+    }
+
+    /// The socket this client talks to.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Sets the time one call may take.
@@ -168,19 +199,36 @@ impl DrpcClient {
         method: i32,
         req: &Req,
     ) -> Result<Resp, DrpcError> {
+        let r = self.exchange(module, method, req).await;
+        if matches!(&r, Err(e) if !matches!(e, DrpcError::Status(_))) {
+            self.stream = None;
+        }
+        let body = r?;
+        Ok(Resp::decode(body.as_slice())?)
+    }
+
+    async fn exchange<Req: Message>(
+        &mut self,
+        module: i32,
+        method: i32,
+        req: &Req,
+    ) -> Result<Vec<u8>, DrpcError> {
+        let mut stream = match self.stream.take() {
+            Some(s) => s,
+            None => open(&self.path).await?,
+        };
         self.seq += 1;
+        let want = self.seq;
         let call = Call {
             module,
             method,
-            sequence: self.seq,
+            sequence: want,
             body: req.encode_to_vec(),
         };
         let timeout = self.timeout;
-        let want = self.seq;
-        let stream = &mut self.stream;
-        let resp: Response = tokio::time::timeout(timeout, async move {
-            write_frame(stream, &call).await?;
-            read_frame::<_, Response>(stream)
+        let resp: Response = tokio::time::timeout(timeout, async {
+            write_frame(&mut stream, &call).await?;
+            read_frame::<_, Response>(&mut stream)
                 .await?
                 .ok_or(DrpcError::Closed)
         })
@@ -192,18 +240,22 @@ impl DrpcClient {
                 got: resp.sequence,
             });
         }
+        self.stream = Some(stream);
         let status = Status::try_from(resp.status).unwrap_or(Status::Failure);
         if status != Status::Success {
             return Err(DrpcError::Status(status));
         }
-        Ok(Resp::decode(resp.body.as_slice())?)
+        Ok(resp.body)
     }
 
     /// Waits until the peer closes the connection (or sends something, which a
     /// client does not expect and treats as the end too).
     pub async fn closed(&mut self) {
-        let mut b = [0u8; 1];
-        let _ = self.stream.read(&mut b).await;
+        if let Some(s) = self.stream.as_mut() {
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b).await;
+        }
+        self.stream = None;
     }
 }
 
@@ -231,6 +283,9 @@ pub enum HandlerError {
     UnknownMethod,
     /// The request body did not decode.
     BadPayload(prost::DecodeError),
+    /// The call was refused or failed before a response message existed
+    /// (e.g. a caller without permission).
+    Failure,
 }
 
 impl From<prost::DecodeError> for HandlerError {
@@ -268,15 +323,55 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     UnixListener::bind(path)
 }
 
-/// Accepts connections until `shutdown` completes, serving each on its own task.
+/// What one listener tolerates from its peers.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest call frame accepted.
+    pub max_frame: usize,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_conns: usize,
+    /// How long the body of a frame may take once its length arrived.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame: MAX_FRAME,
+            max_conns: 256,
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` completes, serving each on its own task,
+/// with the default [`Limits`].
 pub async fn serve<H: Handler>(
     listener: UnixListener,
     handler: Arc<H>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_with(listener, handler, shutdown, Limits::default()).await
+}
+
+/// Accepts connections until `shutdown` completes, serving each on its own task.
+pub async fn serve_with<H: Handler>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    shutdown: impl Future<Output = ()>,
+    limits: Limits,
+) {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_conns));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => return,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         let stream = tokio::select! {
             _ = &mut shutdown => return,
             r = listener.accept() => match r {
@@ -305,10 +400,11 @@ pub async fn serve<H: Handler>(
         };
         let h = handler.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(stream, conn, &*h).await {
+            if let Err(e) = serve_conn(stream, conn, &*h, limits).await {
                 tracing::warn!(conn = conn.id, pid = ?conn.peer.pid, "dRPC connection dropped: {e}");
             }
             h.closed(conn);
+            drop(permit);
         });
     }
 }
@@ -317,12 +413,17 @@ async fn serve_conn<H: Handler>(
     mut stream: UnixStream,
     conn: ConnInfo,
     h: &H,
+    limits: Limits,
 ) -> Result<(), DrpcError> {
-    while let Some(call) = read_frame::<_, Call>(&mut stream).await? {
+    while let Some(call) =
+        read_frame_limited::<_, Call>(&mut stream, limits.max_frame, Some(limits.body_timeout))
+            .await?
+    {
         let (status, body) = match h.handle(conn, call.module, call.method, call.body).await {
             Ok(body) => (Status::Success, body),
             Err(HandlerError::UnknownModule) => (Status::UnknownModule, Vec::new()),
             Err(HandlerError::UnknownMethod) => (Status::UnknownMethod, Vec::new()),
+            Err(HandlerError::Failure) => (Status::Failure, Vec::new()),
             Err(HandlerError::BadPayload(e)) => {
                 tracing::warn!(
                     conn = conn.id,
@@ -364,6 +465,9 @@ mod tests {
                 return Err(HandlerError::UnknownMethod);
             }
             let req = PoolDestroyShardReq::decode(body.as_slice())?;
+            if req.pool_uuid == "slow" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             Ok(PoolDestroyShardResp {
                 status: 0,
                 info: req.pool_uuid,
@@ -423,5 +527,67 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.info, "x");
+    }
+
+    #[tokio::test]
+    async fn timeout_then_fresh_connection_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let l = bind(&path).unwrap();
+        let limits = Limits {
+            max_frame: 64,
+            max_conns: 4,
+            body_timeout: Duration::from_millis(100),
+        };
+        tokio::spawn(serve_with(
+            l,
+            Arc::new(Echo),
+            std::future::pending(),
+            limits,
+        ));
+
+        let mut c = DrpcClient::connect(&path)
+            .await
+            .unwrap()
+            .with_timeout(Duration::from_millis(100));
+        let slow = PoolDestroyShardReq {
+            pool_uuid: "slow".into(),
+        };
+        let e = c
+            .call::<_, PoolDestroyShardResp>(module::MGMT, method::POOL_DESTROY, &slow)
+            .await;
+        assert!(matches!(e, Err(DrpcError::Timeout(_))), "{e:?}");
+        // The late reply to the slow call must not answer this one.
+        let r: PoolDestroyShardResp = c
+            .call(
+                module::MGMT,
+                method::POOL_DESTROY,
+                &PoolDestroyShardReq {
+                    pool_uuid: "next".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.info, "next");
+
+        // A frame above the listener's limit ends that connection.
+        let big = PoolDestroyShardReq {
+            pool_uuid: "x".repeat(100),
+        };
+        assert!(c
+            .call::<_, PoolDestroyShardResp>(module::MGMT, method::POOL_DESTROY, &big)
+            .await
+            .is_err());
+        // A peer that sends a length and then stalls is cut off.
+        let mut raw = UnixStream::connect(&path).await.unwrap();
+        raw.write_all(&10u32.to_le_bytes()).await.unwrap();
+        let mut b = [0u8; 1];
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), raw.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap(),
+            0
+        );
     }
 }

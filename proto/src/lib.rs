@@ -8,6 +8,8 @@
 pub mod auth;
 pub mod der;
 pub mod drpc;
+pub mod names;
+pub mod tls;
 pub mod units;
 
 pub use der::{DaosError, Der};
@@ -49,8 +51,8 @@ pub const AGENT_SOCK_NAME: &str = "daos_sock";
 
 /// DAOS log masks accepted in configs and in `D_LOG_MASK`.
 pub const LOG_MASKS: &[&str] = &[
-    "TRACE", "DEBUG", "DBUG", "INFO", "NOTE", "WARN", "ERR", "ERROR", "CRIT", "ALRT", "EMRG",
-    "EMIT",
+    "TRACE", "DEBUG", "DBUG", "INFO", "NOTE", "NOTICE", "WARN", "WARNING", "ERR", "ERROR", "CRIT",
+    "ALRT", "EMRG", "EMIT", "DISABLED",
 ];
 
 /// Maps a DAOS log mask (`INFO`, `DEBUG`, `ERR`, or `INFO,MGMT=DEBUG`: the first
@@ -65,9 +67,11 @@ pub fn log_mask_level(mask: &str) -> Option<&'static str> {
     Some(match first.as_str() {
         "TRACE" => "trace",
         "DEBUG" | "DBUG" => "debug",
-        "INFO" | "NOTE" => "info",
-        "WARN" => "warn",
+        "INFO" => "info",
+        // DAOS's NOTE/NOTICE sits between INFO and WARN; tracing has no such level.
+        "NOTE" | "NOTICE" | "WARN" | "WARNING" => "warn",
         "ERR" | "ERROR" | "CRIT" | "ALRT" | "EMRG" | "EMIT" => "error",
+        "DISABLED" => "off",
         _ => return None,
     })
 }
