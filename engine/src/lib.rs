@@ -130,7 +130,7 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
     let _ = fabric.await;
     let _ = std::fs::remove_file(&sock);
     match Arc::try_unwrap(engine) {
-        Ok(e) => e.targets.stop(),
+        Ok(e) => e.into_targets().stop(),
         Err(_) => tracing::warn!(
             "engine still referenced at shutdown; target threads left to exit with the process"
         ),
@@ -183,19 +183,14 @@ impl Handler for EngineHandler {
                 uid = conn.peer.uid,
                 "refusing dRPC call {method} from another user"
             );
-            let st = Der::NO_PERM.code();
-            return Ok(PoolCreateShardResp {
-                status: st,
-                info: "permission denied".into(),
-            }
-            .encode_to_vec());
+            return Err(HandlerError::Failure);
         }
         let e = &self.engine;
         Ok(match method {
             method::POOL_CREATE => {
                 let req = PoolCreateShardReq::decode(body.as_slice())?;
                 let r = e
-                    .pool_create(&req.pool_uuid, req.scm_bytes, req.nvme_bytes)
+                    .pool_create(req.pool_uuid.clone(), req.scm_bytes, req.nvme_bytes)
                     .await;
                 match &r {
                     Ok(()) => {
@@ -210,27 +205,28 @@ impl Handler for EngineHandler {
             }
             method::POOL_DESTROY => {
                 let req = PoolDestroyShardReq::decode(body.as_slice())?;
-                let (status, info) = status_of(&e.pool_destroy(&req.pool_uuid).await);
+                let (status, info) = status_of(&e.pool_destroy(req.pool_uuid).await);
                 PoolDestroyShardResp { status, info }.encode_to_vec()
             }
             method::STORAGE_QUERY => {
                 StorageQueryReq::decode(body.as_slice())?;
-                let (scm, nvme, pools, bdev_list) = e.space().await;
-                let scm_mount = e.storage.lock().await.scm_mount.display().to_string();
-                StorageQueryResp {
-                    status: 0,
-                    rank: 0,
-                    scm: Some(scm),
-                    nvme: Some(nvme),
-                    pools,
-                    scm_mount,
-                    bdev_list,
+                match e.space().await {
+                    Ok(s) => StorageQueryResp {
+                        status: 0,
+                        scm: Some(s.scm),
+                        nvme: Some(s.nvme),
+                        pools: s.pools,
+                    },
+                    Err(err) => StorageQueryResp {
+                        status: err.to_daos().der.code(),
+                        ..Default::default()
+                    },
                 }
                 .encode_to_vec()
             }
             method::POOL_QUERY => {
                 let req = PoolQueryShardReq::decode(body.as_slice())?;
-                match e.pool_query(&req.pool_uuid).await {
+                match e.pool_query(req.pool_uuid).await {
                     Ok(shard) => PoolQueryShardResp {
                         status: 0,
                         shard: Some(shard),

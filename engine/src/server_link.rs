@@ -41,12 +41,15 @@ pub async fn stay_joined(socket_dir: &Path, req: NotifyReadyReq, shutdown: Cance
                 }
             }
             Ok((_, resp)) => {
-                tracing::error!(
-                    "daos_server refused the join: {}",
-                    proto::Der::from_code(resp.status)
+                // Normal for a moment after a server restart (no leader yet): worth
+                // one warning, not a line every half second.
+                if !warned {
+                    let why = proto::Der::from_code(resp.status)
                         .map(|d| d.to_string())
-                        .unwrap_or_else(|| resp.status.to_string())
-                );
+                        .unwrap_or_else(|| resp.status.to_string());
+                    tracing::warn!("daos_server refused the join: {why}; retrying");
+                    warned = true;
+                }
             }
             Err(e) => {
                 if !warned {

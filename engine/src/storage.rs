@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
@@ -168,16 +168,6 @@ pub fn vos_path(scm: &Path, uuid: &str, tgt: u32) -> PathBuf {
     pool_dir(scm, uuid).join(format!("vos-{tgt}"))
 }
 
-/// Writes a file so that a crash leaves the old or the new contents, never a mix.
-pub fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
-}
-
 /// Size of an open file or block device.
 fn dev_size(path: &Path) -> std::io::Result<u64> {
     let mut f = File::open(path)?;
@@ -300,7 +290,7 @@ impl Storage {
         let dir = pool_dir(&self.scm_mount, &rec.pool_uuid);
         let data = serde_json::to_vec_pretty(&rec)
             .map_err(|e| DaosError::new(Der::MISC, e.to_string()))?;
-        write_atomic(&dir, "shard", &data)
+        proto::durable::write_atomic(&dir, "shard", &data)
             .map_err(|e| Error::io(format!("writing shard record in {}", dir.display()), e))?;
         self.shards.insert(rec.pool_uuid.clone(), rec);
         Ok(())

@@ -1,14 +1,14 @@
 //! Targets: one OS thread each, owning its share of every pool on this engine.
 //!
-//! A target's files are touched only by its own thread; the async side sends a
-//! request on the target's bounded channel and awaits the reply on a oneshot, so
-//! no storage work runs on the tokio runtime.
+//! A target's files are touched only by its own thread. Control operations run
+//! on a blocking thread (never on the tokio runtime): they send a request on each
+//! target's bounded channel first, then collect the replies, so the targets work
+//! in parallel.
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
-
-use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -17,18 +17,18 @@ pub enum TgtReq {
     CreateVos {
         path: PathBuf,
         scm_bytes: u64,
-        reply: oneshot::Sender<Result<()>>,
+        reply: SyncSender<Result<()>>,
     },
     /// Removes the target's VOS file.
     DestroyVos {
         path: PathBuf,
-        reply: oneshot::Sender<Result<()>>,
+        reply: SyncSender<Result<()>>,
     },
 }
 
 pub struct Targets {
     /// The request channel of each target, indexed by target number.
-    pub list: Vec<mpsc::Sender<TgtReq>>,
+    list: Vec<SyncSender<TgtReq>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -38,7 +38,7 @@ impl Targets {
         let mut list = Vec::new();
         let mut threads = Vec::new();
         for tgt in 0..n {
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = mpsc::sync_channel(64);
             let h = std::thread::Builder::new()
                 .name(format!("tgt_{tgt}"))
                 .spawn(move || target_main(tgt, rx))?;
@@ -48,22 +48,38 @@ impl Targets {
         Ok(Targets { list, threads })
     }
 
-    /// Sends a request to target `tgt` and waits for its reply.
-    pub async fn call<T>(
+    pub fn len(&self) -> u32 {
+        self.list.len() as u32
+    }
+
+    /// Sends one request to each listed target, then waits for every reply.
+    /// Blocks: call it from a blocking thread.
+    pub fn run_all(
         &self,
-        tgt: u32,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> TgtReq,
-    ) -> Result<T> {
-        let gone = || {
+        reqs: Vec<(u32, Box<dyn FnOnce(SyncSender<Result<()>>) -> TgtReq>)>,
+    ) -> Vec<Result<()>> {
+        let gone = |tgt: u32| {
             Error::io(
                 format!("target {tgt}"),
                 std::io::Error::other("target thread has stopped"),
             )
         };
-        let t = self.list.get(tgt as usize).ok_or_else(gone)?;
-        let (reply, rx) = oneshot::channel();
-        t.send(make(reply)).await.map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?
+        let mut waits: Vec<(u32, Option<Receiver<Result<()>>>)> = Vec::new();
+        for (tgt, make) in reqs {
+            let (reply, rx) = mpsc::sync_channel(1);
+            let sent = self
+                .list
+                .get(tgt as usize)
+                .is_some_and(|t| t.send(make(reply)).is_ok());
+            waits.push((tgt, sent.then_some(rx)));
+        }
+        waits
+            .into_iter()
+            .map(|(tgt, rx)| match rx {
+                Some(rx) => rx.recv().unwrap_or_else(|_| Err(gone(tgt))),
+                None => Err(gone(tgt)),
+            })
+            .collect()
     }
 
     /// Closes the channels and joins the threads.
@@ -75,10 +91,10 @@ impl Targets {
     }
 }
 
-fn target_main(tgt: u32, mut rx: mpsc::Receiver<TgtReq>) {
+fn target_main(tgt: u32, rx: Receiver<TgtReq>) {
     let span = tracing::info_span!("tgt", tgt);
     let _g = span.enter();
-    while let Some(req) = rx.blocking_recv() {
+    while let Ok(req) = rx.recv() {
         match req {
             TgtReq::CreateVos {
                 path,

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod der;
 pub mod drpc;
+pub mod durable;
 pub mod names;
 pub mod tls;
 pub mod units;

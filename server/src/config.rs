@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::net::ToSocketAddrs;
 use std::path::{Path, PathBuf};
 
+use proto::names::with_port;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The whole server configuration.
@@ -269,11 +270,12 @@ impl ServerConfig {
             .unwrap_or(&[])
     }
 
-    /// Replica addresses with the default port filled in.
+    /// Replica addresses with the default port filled in (entries are checked by
+    /// [`ServerConfig::validate`]; one that does not parse is kept as written).
     pub fn replica_addrs(&self) -> Vec<String> {
         self.replicas()
             .iter()
-            .map(|a| with_port(a, self.port))
+            .map(|a| with_port(a, self.port).unwrap_or_else(|_| a.clone()))
             .collect()
     }
 
@@ -293,6 +295,37 @@ impl ServerConfig {
                 w.push(format!(
                     "{k}: ignored (this stack drives storage without SPDK or hugepages)"
                 ));
+            }
+        }
+        if self.transport_config.client_cert_dir.is_some() {
+            w.push("transport_config.client_cert_dir: ignored (any certificate signed by ca_cert is accepted)".to_string());
+        }
+        if self
+            .control_metadata
+            .as_ref()
+            .is_some_and(|m| m.device.is_some())
+        {
+            w.push(
+                "control_metadata.device: ignored (path must already be on a mounted filesystem)"
+                    .to_string(),
+            );
+        }
+        for (i, e) in self.engines.iter().enumerate() {
+            if e.pinned_numa_node.is_some() {
+                w.push(format!(
+                    "engines[{i}].pinned_numa_node: ignored (no NUMA pinning)"
+                ));
+            }
+            for (j, t) in e.storage.iter().enumerate() {
+                match t {
+                    Tier::Ram { scm_hugepages_disabled: Some(_), .. } => {
+                        w.push(format!("engines[{i}].storage[{j}].scm_hugepages_disabled: ignored (no hugepages)"))
+                    }
+                    Tier::File { bdev_roles, .. } | Tier::Nvme { bdev_roles, .. } if !bdev_roles.is_empty() => {
+                        w.push(format!("engines[{i}].storage[{j}].bdev_roles: ignored (metadata lives in the SCM tier)"))
+                    }
+                    _ => {}
+                }
             }
         }
         if self.access_points.is_some() && self.mgmt_svc_replicas.is_none() {
@@ -353,15 +386,10 @@ impl ServerConfig {
             ));
         }
         let mut seen = HashSet::new();
-        for a in self.replica_addrs() {
+        for a in reps {
+            let a = with_port(a, self.port).map_err(|e| bad("mgmt_svc_replicas", e))?;
             if !seen.insert(a.clone()) {
                 return Err(bad("mgmt_svc_replicas", format!("{a} is listed twice")));
-            }
-            if split_host_port(&a).is_none() {
-                return Err(bad(
-                    "mgmt_svc_replicas",
-                    format!("{a:?} is not host[:port]"),
-                ));
             }
         }
         if !self.socket_dir.is_absolute() {
@@ -553,38 +581,15 @@ fn check_abs(p: &Path, key: &str, origin: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// Adds `port` to `host` when it has none. IPv6 literals are written `[::1]:port`.
-pub fn with_port(addr: &str, port: u16) -> String {
-    if split_host_port(addr).is_some() {
-        addr.to_string()
-    } else {
-        format!("{addr}:{port}")
-    }
-}
-
-/// Splits `host:port`; `None` without a valid port.
-pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
-    let (h, p) = addr.rsplit_once(':')?;
-    if h.is_empty() || h.ends_with(':') {
-        return None;
-    }
-    Some((h, p.parse().ok()?))
-}
-
-/// True when `addr` resolves to an address of this host and has `port`.
+/// True when `addr` (`host:port`) resolves to an address of this host with
+/// `port`. Resolves names and binds test sockets: call it off the runtime.
 pub fn is_local_addr(addr: &str, port: u16) -> bool {
-    let Some((_, p)) = split_host_port(addr) else {
-        return false;
-    };
-    if p != port {
-        return false;
-    }
     let Ok(resolved) = addr.to_socket_addrs() else {
         return false;
     };
     resolved
         .into_iter()
-        .any(|sa| std::net::TcpListener::bind((sa.ip(), 0)).is_ok())
+        .any(|sa| sa.port() == port && std::net::TcpListener::bind((sa.ip(), 0)).is_ok())
 }
 
 #[cfg(test)]
@@ -748,9 +753,9 @@ engines:
 
     #[test]
     fn host_port() {
-        assert_eq!(with_port("h", 10001), "h:10001");
-        assert_eq!(with_port("h:1", 10001), "h:1");
-        assert_eq!(with_port("[::1]:5", 10001), "[::1]:5");
+        assert!(
+            is_local_addr("[::1]:10001", 10001) || !std::net::TcpListener::bind("[::1]:0").is_ok()
+        );
         assert!(is_local_addr("127.0.0.1:10001", 10001));
         assert!(!is_local_addr("127.0.0.1:10001", 10002));
     }

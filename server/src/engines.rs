@@ -6,6 +6,10 @@
 //! child or an engine adopted after a server restart (engines outlive a killed
 //! server and join the new one). The pid file in `socket_dir` lets a restarted
 //! server recognise a live engine instead of starting a second one.
+//!
+//! Starts and stops of one engine are serialised by its `op` lock. The member
+//! state written when an engine leaves names the incarnation that left, so it can
+//! never overwrite a later join; a stop waits for that write before returning.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,23 +22,29 @@ use proto::drpc::{method, module, ConnInfo, DrpcClient, Handler, HandlerError};
 use proto::srv::*;
 use proto::{DaosError, Der};
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::config::{EngineConfig, ServerConfig};
 use crate::error::{io, Result};
 use crate::ms::state::{MemberState, MsCmd, MsResp};
-use crate::storage::{read_superblock, NVME_CONF};
+use crate::storage::{read_superblock, Superblock, NVME_CONF};
 use crate::Server;
 
 #[derive(Debug, Default)]
 pub struct InstState {
     pub pid: Option<i32>,
+    /// True when `pid` is our child (reaped by its wait task).
+    pub child: bool,
     /// The NotifyReady connection while the engine is joined.
     pub conn: Option<u64>,
     pub rank: Option<u32>,
+    pub incarnation: u64,
     pub drpc_sock: Option<PathBuf>,
     pub stop_requested: bool,
     /// Why the last process ended, for errors about it.
     pub last_exit: Option<String>,
+    /// The member-state write for the last departure.
+    pub gone: Option<JoinHandle<()>>,
 }
 
 pub struct EngineInst {
@@ -43,6 +53,8 @@ pub struct EngineInst {
     pub st: Mutex<InstState>,
     /// Woken on join and on exit.
     pub changed: Notify,
+    /// Serialises start and stop of this engine.
+    op: tokio::sync::Mutex<()>,
 }
 
 impl EngineInst {
@@ -52,6 +64,7 @@ impl EngineInst {
             cfg,
             st: Mutex::new(InstState::default()),
             changed: Notify::new(),
+            op: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -69,8 +82,13 @@ impl EngineInst {
             .unwrap_or_default()
     }
 
-    pub fn formatted(&self) -> bool {
-        read_superblock(&self.scm_mount()).is_some()
+    /// The engine's superblock; `Ok(None)` when it is not formatted. Blocks briefly
+    /// (a small file on the SCM mount).
+    pub async fn superblock(&self) -> Result<Option<Superblock>> {
+        let m = self.scm_mount();
+        tokio::task::spawn_blocking(move || read_superblock(&m))
+            .await
+            .map_err(|e| io("reading superblock", e))?
     }
 
     pub fn joined(&self) -> bool {
@@ -105,22 +123,14 @@ fn engine_command(
 ) -> tokio::process::Command {
     let scm = e.scm_mount().map(Path::to_path_buf).unwrap_or_default();
     let mut c = tokio::process::Command::new(bin);
-    c.arg("-t")
-        .arg(e.targets.to_string())
-        .arg("-x")
-        .arg(e.nr_xs_helpers.to_string())
-        .arg("-g")
-        .arg(&cfg.name)
-        .arg("-d")
-        .arg(&cfg.socket_dir)
-        .arg("-s")
-        .arg(&scm)
-        .arg("-n")
-        .arg(scm.join(NVME_CONF))
-        .arg("-I")
-        .arg(idx.to_string())
-        .arg("-f")
-        .arg(e.first_core.to_string());
+    c.arg("-t").arg(e.targets.to_string());
+    c.arg("-x").arg(e.nr_xs_helpers.to_string());
+    c.arg("-g").arg(&cfg.name);
+    c.arg("-d").arg(&cfg.socket_dir);
+    c.arg("-s").arg(&scm);
+    c.arg("-n").arg(scm.join(NVME_CONF));
+    c.arg("-I").arg(idx.to_string());
+    c.arg("-f").arg(e.first_core.to_string());
     c.env("D_PROVIDER", e.provider.as_deref().unwrap_or(&cfg.provider))
         .env("D_INTERFACE", &e.fabric_iface)
         .env("D_PORT", e.fabric_iface_port.to_string())
@@ -140,21 +150,25 @@ fn engine_command(
     c
 }
 
-/// True when `pid` is a running daos_engine.
+/// True when `pid` is a running daos_engine (procfs: memory, never blocks on disk).
 fn is_engine_pid(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "daos_engine")
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
 
 impl Server {
-    /// Starts engine `idx` unless one runs already (then waits for it to join).
-    pub async fn start_engine(self: &Arc<Self>, idx: usize) -> Result<()> {
-        let inst = self
-            .engines
+    fn inst(&self, idx: usize) -> Result<Arc<EngineInst>> {
+        self.engines
             .get(idx)
             .cloned()
-            .ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))?;
-        if !inst.formatted() {
+            .ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))
+    }
+
+    /// Starts engine `idx` unless one runs already (then waits for it to join).
+    pub async fn start_engine(self: &Arc<Self>, idx: usize) -> Result<()> {
+        let inst = self.inst(idx)?;
+        let _op = inst.op.lock().await;
+        if inst.superblock().await?.is_none() {
             return Err(DaosError::new(
                 Der::UNINIT,
                 format!("engine {idx} storage is not formatted: run dmg storage format"),
@@ -164,17 +178,21 @@ impl Server {
             return Ok(());
         }
         let pid_file = inst.pid_file(&self.cfg.socket_dir);
-        let alive = std::fs::read_to_string(&pid_file)
+        let recorded = tokio::fs::read_to_string(&pid_file)
+            .await
             .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
-            .filter(|p| is_engine_pid(*p));
-        if let Some(pid) = alive {
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        if let Some(pid) = recorded.filter(|p| is_engine_pid(*p)) {
             tracing::info!(
                 engine = idx,
                 pid,
                 "engine already running; waiting for it to join"
             );
-            inst.state().pid = Some(pid);
+            {
+                let mut st = inst.state();
+                st.pid = Some(pid);
+                st.child = false;
+            }
             if self
                 .wait_joined(&inst, Duration::from_secs(10))
                 .await
@@ -187,7 +205,9 @@ impl Server {
                 pid,
                 "running engine did not join; restarting it"
             );
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            if is_engine_pid(pid) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let mut cmd = engine_command(&self.engine_bin, &self.cfg, inst.idx, &inst.cfg);
@@ -201,29 +221,30 @@ impl Server {
         {
             let mut st = inst.state();
             st.pid = pid;
+            st.child = true;
             st.stop_requested = false;
             st.last_exit = None;
         }
         if let Some(pid) = pid {
-            if let Err(e) = std::fs::write(&pid_file, pid.to_string()) {
+            if let Err(e) = tokio::fs::write(&pid_file, pid.to_string()).await {
                 tracing::warn!("writing {}: {e}", pid_file.display());
             }
         }
         tracing::info!(engine = idx, pid = ?pid, "engine started");
         let inst2 = inst.clone();
         tokio::spawn(async move {
-            let status = child.wait().await;
-            let why = match status {
+            let why = match child.wait().await {
                 Ok(s) => format!("engine process exited: {s}"),
                 Err(e) => format!("waiting for engine process: {e}"),
             };
-            let mut st = inst2.state();
-            if st.pid == pid {
-                st.pid = None;
-                tracing::info!(engine = inst2.idx, "{why}");
-                st.last_exit = Some(why);
+            {
+                let mut st = inst2.state();
+                if st.pid == pid {
+                    st.pid = None;
+                    tracing::info!(engine = inst2.idx, "{why}");
+                    st.last_exit = Some(why);
+                }
             }
-            drop(st);
             inst2.changed.notify_waiters();
         });
         self.wait_joined(&inst, Duration::from_secs(60)).await
@@ -264,64 +285,70 @@ impl Server {
         }
     }
 
-    /// Stops engine `idx`: PrepShutdown, SIGTERM, and SIGKILL if it lingers.
+    /// Stops engine `idx`: PrepShutdown and SIGTERM (SIGKILL if it lingers, or at
+    /// once with `force`); returns after its member state is recorded.
     pub async fn stop_engine(&self, idx: usize, force: bool) -> Result<()> {
-        let inst = self
-            .engines
-            .get(idx)
-            .cloned()
-            .ok_or_else(|| DaosError::new(Der::NONEXIST, format!("no engine {idx}")))?;
+        let inst = self.inst(idx)?;
+        let _op = inst.op.lock().await;
         let pid = {
             let mut st = inst.state();
             st.stop_requested = true;
             st.pid
         };
-        let Some(pid) = pid else { return Ok(()) };
-        if !force {
-            let _ = inst
-                .call::<_, PrepShutdownResp>(
-                    method::PREP_SHUTDOWN,
-                    &PrepShutdownReq {},
-                    Duration::from_secs(5),
-                )
-                .await;
-        }
-        let sig = if force {
-            Signal::SIGKILL
-        } else {
-            Signal::SIGTERM
-        };
-        let _ = kill(Pid::from_raw(pid), sig);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let gone = !is_engine_pid(pid);
-            let st_pid = inst.state().pid;
-            if gone || st_pid != Some(pid) {
-                break;
+        if let Some(pid) = pid.filter(|p| is_engine_pid(*p)) {
+            if !force {
+                let _ = inst
+                    .call::<_, PrepShutdownResp>(
+                        method::PREP_SHUTDOWN,
+                        &PrepShutdownReq {},
+                        Duration::from_secs(5),
+                    )
+                    .await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(engine = idx, pid, "engine ignored SIGTERM; killing it");
-                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = kill(
+                Pid::from_raw(pid),
+                if force {
+                    Signal::SIGKILL
+                } else {
+                    Signal::SIGTERM
+                },
+            );
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while is_engine_pid(pid) {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(engine = idx, pid, "engine ignored SIGTERM; killing it");
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         {
             let mut st = inst.state();
-            if st.pid == Some(pid) {
+            if st.pid == pid {
                 st.pid = None;
             }
         }
-        let _ = std::fs::remove_file(inst.pid_file(&self.cfg.socket_dir));
-        // The join connection closes with the process; wait for its bookkeeping.
+        let _ = tokio::fs::remove_file(inst.pid_file(&self.cfg.socket_dir)).await;
+        // The join connection closes with the process; wait for it and for the
+        // member state it records.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while inst.joined() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let gone = inst.state().gone.take();
+        if let Some(h) = gone {
+            let _ = h.await;
         }
         Ok(())
     }
 
     /// An engine's join connection ended: record the rank as stopped or errored.
-    async fn engine_gone(self: Arc<Self>, inst: Arc<EngineInst>, rank: Option<u32>) {
+    async fn engine_gone(
+        self: Arc<Self>,
+        inst: Arc<EngineInst>,
+        rank: Option<u32>,
+        incarnation: u64,
+    ) {
         let (state, info) = {
             let st = inst.state();
             if st.stop_requested {
@@ -339,7 +366,13 @@ impl Server {
             tracing::error!(engine = inst.idx, rank = ?rank, "engine died: {info}; `dmg system start` restarts it");
         }
         if let (Some(rank), Ok(ms)) = (rank, self.ms()) {
-            if let Err(e) = ms.write(MsCmd::SetMemberState { rank, state, info }).await {
+            let cmd = MsCmd::SetMemberState {
+                rank,
+                state,
+                info,
+                incarnation: Some(incarnation),
+            };
+            if let Err(e) = ms.write(cmd).await {
                 tracing::warn!(rank, "recording engine state: {e}");
             }
         }
@@ -367,14 +400,11 @@ impl Server {
             let known = ms.read(|db| db.pools.contains_key(&p.pool_uuid)).await;
             if matches!(known, Ok(false)) {
                 tracing::info!(engine = inst.idx, pool = %p.pool_uuid, "destroying orphaned pool shard");
+                let req = PoolDestroyShardReq {
+                    pool_uuid: p.pool_uuid.clone(),
+                };
                 let r: Result<PoolDestroyShardResp> = inst
-                    .call(
-                        method::POOL_DESTROY,
-                        &PoolDestroyShardReq {
-                            pool_uuid: p.pool_uuid.clone(),
-                        },
-                        Duration::from_secs(30),
-                    )
+                    .call(method::POOL_DESTROY, &req, Duration::from_secs(30))
                     .await;
                 if let Err(e) = r {
                     tracing::warn!(pool = %p.pool_uuid, "orphan cleanup: {e}");
@@ -405,9 +435,20 @@ impl SrvHandler {
                 format!("instance {} is not configured", req.instance_idx),
             );
         };
-        let Some(sb) = read_superblock(&inst.scm_mount()) else {
-            return fail(Der::UNINIT, format!("engine {} is not formatted", inst.idx));
+        let sb = match inst.superblock().await {
+            Ok(Some(sb)) => sb,
+            Ok(None) => return fail(Der::UNINIT, format!("engine {} is not formatted", inst.idx)),
+            Err(e) => return fail(e.der, e.msg),
         };
+        if sb.system != s.cfg.name || sb.instance_idx != inst.idx {
+            return fail(
+                Der::INVAL,
+                format!(
+                    "engine {} storage was formatted for system {:?} engine {}, not {:?} engine {}: reformat it",
+                    inst.idx, sb.system, sb.instance_idx, s.cfg.name, inst.idx
+                ),
+            );
+        }
         let ms = match s.ms() {
             Ok(ms) => ms,
             Err(e) => return fail(e.der, e.msg),
@@ -435,11 +476,18 @@ impl SrvHandler {
             let mut st = inst.state();
             st.conn = Some(conn.id);
             st.rank = Some(rank);
-            st.pid = Some(req.pid as i32);
+            st.incarnation = req.incarnation;
+            // The kernel's word for who is calling, not the message's.
+            if let Some(pid) = conn.peer.pid {
+                if st.pid != Some(pid) {
+                    st.pid = Some(pid);
+                    st.child = false;
+                }
+            }
             st.drpc_sock = Some(PathBuf::from(&req.drpc_listener_sock));
         }
         inst.changed.notify_waiters();
-        tracing::info!(engine = inst.idx, rank, uri = %req.uri, pid = req.pid, "engine joined");
+        tracing::info!(engine = inst.idx, rank, uri = %req.uri, pid = ?conn.peer.pid, "engine joined");
         tokio::spawn(s.clone().cleanup_orphans(inst));
         NotifyReadyResp { status: 0, rank }
     }
@@ -465,11 +513,7 @@ impl Handler for SrvHandler {
                 peer_uid = conn.peer.uid,
                 "refusing NotifyReady from another user"
             );
-            return Ok(NotifyReadyResp {
-                status: Der::NO_PERM.code(),
-                rank: 0,
-            }
-            .encode_to_vec());
+            return Err(HandlerError::Failure);
         }
         let req = NotifyReadyReq::decode(body.as_slice())?;
         Ok(self.notify_ready(conn, req).await.encode_to_vec())
@@ -477,18 +521,27 @@ impl Handler for SrvHandler {
 
     fn closed(&self, conn: ConnInfo) {
         for inst in &self.server.engines {
-            let rank = {
+            let (rank, incarnation) = {
                 let mut st = inst.state();
                 if st.conn != Some(conn.id) {
                     continue;
                 }
                 st.conn = None;
                 st.drpc_sock = None;
-                st.rank
+                // An adopted engine has no wait task to clear its pid.
+                if !st.child && st.pid.is_some_and(|p| !is_engine_pid(p)) {
+                    st.pid = None;
+                }
+                (st.rank, st.incarnation)
             };
             inst.changed.notify_waiters();
             tracing::info!(engine = inst.idx, rank = ?rank, "engine left");
-            tokio::spawn(self.server.clone().engine_gone(inst.clone(), rank));
+            let h = tokio::spawn(
+                self.server
+                    .clone()
+                    .engine_gone(inst.clone(), rank, incarnation),
+            );
+            inst.state().gone = Some(h);
         }
     }
 }

@@ -39,15 +39,18 @@ pub struct Server {
     pub engine_bin: PathBuf,
     ms: Arc<OnceCell<Arc<Ms>>>,
     start_ms_lock: tokio::sync::Mutex<()>,
+    /// Pools whose create is running on this server; destroy waits them out.
+    pub(crate) creating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Server {
-    pub fn new(cfg: ServerConfig, engine_bin: PathBuf) -> Arc<Self> {
+    /// `replica_id` is this server's position in the replica list, if it is one
+    /// (see [`config::is_local_addr`]).
+    pub fn new(cfg: ServerConfig, engine_bin: PathBuf, replica_id: Option<usize>) -> Arc<Self> {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
         let replicas = cfg.replica_addrs();
-        let replica_id = replicas.iter().position(|a| is_local_addr(a, cfg.port));
         let self_addr = replica_id
             .and_then(|i| replicas.get(i).cloned())
             .unwrap_or_else(|| format!("{host}:{}", cfg.port));
@@ -66,6 +69,7 @@ impl Server {
             engine_bin,
             ms: Arc::new(OnceCell::new()),
             start_ms_lock: tokio::sync::Mutex::new(()),
+            creating: Default::default(),
         })
     }
 
@@ -92,12 +96,17 @@ impl Server {
 
     /// Where the management service keeps its state: `control_metadata.path`, else
     /// the first engine's SCM mount once formatted (as DAOS does).
-    fn ms_dir(&self) -> Option<PathBuf> {
+    async fn ms_dir(&self) -> Result<Option<PathBuf>> {
         if let Some(m) = &self.cfg.control_metadata {
-            return Some(m.path.join("control_raft"));
+            return Ok(Some(m.path.join("control_raft")));
         }
-        let e0 = self.engines.first()?;
-        e0.formatted().then(|| e0.scm_mount().join("control_raft"))
+        let Some(e0) = self.engines.first() else {
+            return Ok(None);
+        };
+        Ok(e0
+            .superblock()
+            .await?
+            .map(|_| e0.scm_mount().join("control_raft")))
     }
 
     /// Starts the management service if this is a replica and its directory is ready.
@@ -106,7 +115,7 @@ impl Server {
         if self.ms.get().is_some() {
             return Ok(());
         }
-        let (Some(id), Some(dir)) = (self.replica_id, self.ms_dir()) else {
+        let (Some(id), Some(dir)) = (self.replica_id, self.ms_dir().await?) else {
             return Ok(());
         };
         let tls = mgmt::client_tls(&self.cfg.transport_config)?;
@@ -143,6 +152,7 @@ impl Server {
                 rank,
                 state: MemberState::Unresponsive,
                 info: "server restarted; engine has not joined yet".into(),
+                incarnation: None,
             };
             if let Err(e) = ms.write(cmd).await {
                 tracing::warn!(rank, "marking rank unresponsive: {e}");
@@ -162,13 +172,24 @@ pub async fn run(
     for w in cfg.warnings() {
         tracing::warn!("config: {w}");
     }
-    let server = Server::new(cfg, engine_bin);
-    std::fs::create_dir_all(&server.cfg.socket_dir).map_err(|e| {
-        io(
-            format!("creating socket_dir {}", server.cfg.socket_dir.display()),
-            e,
-        )
-    })?;
+    let (replicas, port) = (cfg.replica_addrs(), cfg.port);
+    let replica_id =
+        tokio::task::spawn_blocking(move || replicas.iter().position(|a| is_local_addr(a, port)))
+            .await
+            .map_err(|e| io("resolving mgmt_svc_replicas", e))?;
+    let server = Server::new(cfg, engine_bin, replica_id);
+    tokio::fs::create_dir_all(&server.cfg.socket_dir)
+        .await
+        .map_err(|e| {
+            io(
+                format!("creating socket_dir {}", server.cfg.socket_dir.display()),
+                e,
+            )
+        })?;
+    // The management service before the API: a request never finds it half started.
+    if let Err(e) = server.start_ms().await {
+        tracing::error!("management service: {e}");
+    }
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| io("control listener", e))?;
@@ -181,9 +202,6 @@ pub async fn run(
     let grpc_task = tokio::spawn(grpc);
     tracing::info!(%addr, system = %server.cfg.name, replica = ?server.replica_id, "daos_server listening");
 
-    if let Err(e) = server.start_ms().await {
-        tracing::error!("management service: {e}");
-    }
     server.mark_local_members_unresponsive().await;
     // Engines join only after that, so a join is never overwritten by the mark.
     let sock = server.cfg.socket_dir.join("daos_server.sock");
@@ -199,7 +217,7 @@ pub async fn run(
     ));
 
     for i in 0..server.engines.len() {
-        if !server.engines[i].formatted() {
+        if !matches!(server.engines[i].superblock().await, Ok(Some(_))) {
             tracing::info!(
                 engine = i,
                 "storage not formatted: waiting for `dmg storage format`"
@@ -226,7 +244,7 @@ pub async fn run(
     if let Some(ms) = server.ms.get() {
         ms.shutdown().await;
     }
-    let _ = std::fs::remove_file(&sock);
+    let _ = tokio::fs::remove_file(&sock).await;
     tracing::info!("daos_server stopped");
     Ok(())
 }

@@ -14,7 +14,7 @@ use proto::mgmt::*;
 use proto::{DaosError, Der};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use tonic::transport::ClientTlsConfig;
 use tonic::{Request, Response, Status};
 
 use crate::config::TransportConfig;
@@ -24,21 +24,56 @@ use crate::ms::{Ms, RaftService};
 use crate::storage::{bdev_size, fs_total, is_mountpoint};
 use crate::Server;
 
-fn read_pem(what: &str, p: &Option<std::path::PathBuf>) -> Result<Vec<u8>> {
-    let p = p
-        .as_ref()
-        .ok_or_else(|| DaosError::new(Der::INVAL, format!("transport_config.{what} is not set")))?;
-    std::fs::read(p).map_err(|e| io(format!("transport_config.{what} {}", p.display()), e))
+/// What the config and the filesystem say about one engine's storage. Blocks.
+fn scan_engine(cfg: &crate::config::EngineConfig) -> (ScmMount, Vec<BdevDevice>, bool) {
+    use crate::config::Tier;
+    let scm_tier = cfg.scm();
+    let mount = cfg
+        .scm_mount()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let scm_total = match scm_tier {
+        Some(Tier::Ram { scm_size, .. }) => *scm_size,
+        _ if is_mountpoint(&mount) => fs_total(&mount).unwrap_or(0),
+        _ => 0,
+    };
+    let scm = ScmMount {
+        class: scm_tier.map(|t| t.class().to_string()).unwrap_or_default(),
+        mount: mount.display().to_string(),
+        total: scm_total,
+        avail: scm_total,
+        devices: match scm_tier {
+            Some(Tier::Dcpm { scm_list, .. }) => scm_list.clone(),
+            _ => vec![],
+        },
+    };
+    let bdevs = cfg
+        .bdev_tiers()
+        .flat_map(|t| t.bdev_list().iter().map(move |p| (t, p)))
+        .map(|(t, p)| {
+            let size = bdev_size(t, p);
+            BdevDevice {
+                class: t.class().into(),
+                path: p.display().to_string(),
+                total: size,
+                avail: size,
+            }
+        })
+        .collect();
+    let formatted = matches!(crate::storage::read_superblock(&mount), Ok(Some(_)));
+    (scm, bdevs, formatted)
 }
 
-fn server_tls(t: &TransportConfig) -> Result<Option<ServerTlsConfig>> {
-    if t.allow_insecure {
-        return Ok(None);
+fn tls_files(t: &TransportConfig) -> proto::tls::TlsFiles<'_> {
+    proto::tls::TlsFiles {
+        ca_cert: t.ca_cert.as_deref(),
+        cert: t.cert.as_deref(),
+        key: t.key.as_deref(),
     }
-    let id = Identity::from_pem(read_pem("cert", &t.cert)?, read_pem("key", &t.key)?);
-    Ok(Some(ServerTlsConfig::new().identity(id).client_ca_root(
-        Certificate::from_pem(read_pem("ca_cert", &t.ca_cert)?),
-    )))
+}
+
+fn tls_err(e: proto::tls::TlsError) -> DaosError {
+    DaosError::new(Der::INVAL, e.to_string())
 }
 
 /// TLS settings for calls to other servers (raft peers).
@@ -46,13 +81,7 @@ pub fn client_tls(t: &TransportConfig) -> Result<Option<ClientTlsConfig>> {
     if t.allow_insecure {
         return Ok(None);
     }
-    let id = Identity::from_pem(read_pem("cert", &t.cert)?, read_pem("key", &t.key)?);
-    Ok(Some(
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(read_pem("ca_cert", &t.ca_cert)?))
-            .identity(id)
-            .domain_name("server"),
-    ))
+    tls_files(t).client().map(Some).map_err(tls_err)
 }
 
 /// Builds the gRPC server future; it ends when `shutdown` is cancelled.
@@ -63,7 +92,9 @@ pub fn serve(
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()>> {
     let mut b = tonic::transport::Server::builder();
-    if let Some(tls) = server_tls(&server.cfg.transport_config)? {
+    let t = &server.cfg.transport_config;
+    if !t.allow_insecure {
+        let tls = tls_files(t).server().map_err(tls_err)?;
         b = b
             .tls_config(tls)
             .map_err(|e| DaosError::new(Der::INVAL, format!("transport_config: {e}")))?;
@@ -170,6 +201,7 @@ impl Server {
                     rank,
                     state: MemberState::Stopping,
                     info: "stop requested".into(),
+                    incarnation: None,
                 })
                 .await;
             let r = self.stop_engine(idx, req.force).await;
@@ -192,60 +224,37 @@ impl Server {
     }
 
     async fn system_start(self: &Arc<Self>, req: SystemStartReq) -> Result<SystemStartResp> {
+        let ms = self.ms()?;
         let mut results = Vec::new();
         for (rank, idx) in self.target_engines(&req.ranks).await? {
             let r = self.start_engine(idx).await;
+            let state = ms
+                .read(|db| db.members.get(&rank).map(|m| m.state.as_str().to_string()))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             results.push(RankResult {
                 rank,
                 action: "start".into(),
                 errored: r.is_err(),
                 msg: r.err().map(|e| e.to_string()).unwrap_or_default(),
-                state: if self.engines.get(idx).is_some_and(|e| e.joined()) {
-                    "joined".into()
-                } else {
-                    "errored".into()
-                },
+                state,
                 addr: self.self_addr.clone(),
             });
         }
         Ok(SystemStartResp { results })
     }
 
-    async fn storage_scan(&self, usage: bool) -> StorageScanResp {
+    async fn storage_scan(&self, usage: bool) -> Result<StorageScanResp> {
+        let cfgs: Vec<_> = self.engines.iter().map(|i| i.cfg.clone()).collect();
+        // Mount tables, statvfs and device sizes: off the runtime.
+        let scanned =
+            tokio::task::spawn_blocking(move || cfgs.iter().map(scan_engine).collect::<Vec<_>>())
+                .await
+                .map_err(|e| io("scanning storage", e))?;
         let mut engines = Vec::new();
-        for inst in &self.engines {
-            let scm_tier = inst.cfg.scm();
-            let mount = inst.scm_mount();
-            let mounted = is_mountpoint(&mount);
-            let scm_total = match scm_tier {
-                Some(crate::config::Tier::Ram { scm_size, .. }) => *scm_size,
-                _ if mounted => fs_total(&mount).unwrap_or(0),
-                _ => 0,
-            };
-            let mut scm = ScmMount {
-                class: scm_tier.map(|t| t.class().to_string()).unwrap_or_default(),
-                mount: mount.display().to_string(),
-                total: scm_total,
-                avail: scm_total,
-                devices: match scm_tier {
-                    Some(crate::config::Tier::Dcpm { scm_list, .. }) => scm_list.clone(),
-                    _ => vec![],
-                },
-            };
-            let mut bdevs: Vec<BdevDevice> = inst
-                .cfg
-                .bdev_tiers()
-                .flat_map(|t| t.bdev_list().iter().map(move |p| (t, p)))
-                .map(|(t, p)| {
-                    let size = bdev_size(t, p);
-                    BdevDevice {
-                        class: t.class().into(),
-                        path: p.display().to_string(),
-                        total: size,
-                        avail: size,
-                    }
-                })
-                .collect();
+        for (inst, (mut scm, mut bdevs, formatted)) in self.engines.iter().zip(scanned) {
             if usage && inst.joined() {
                 let q: Result<proto::srv::StorageQueryResp> = inst
                     .call(
@@ -274,17 +283,17 @@ impl Server {
             let st = inst.state();
             engines.push(EngineStorage {
                 instance_idx: inst.idx,
-                formatted: inst.formatted(),
+                formatted,
                 running: st.pid.is_some(),
                 rank: st.rank.map(i64::from).unwrap_or(-1),
                 scm: Some(scm),
                 bdevs,
             });
         }
-        StorageScanResp {
+        Ok(StorageScanResp {
             host: self.host.clone(),
             engines,
-        }
+        })
     }
 
     async fn storage_format(self: &Arc<Self>, force: bool) -> Result<StorageFormatResp> {
@@ -359,8 +368,16 @@ impl Server {
             ));
         }
         let ms = self.ms()?;
-        let (uris, data_version) = ms
+        let replicas = self.cfg.replica_addrs();
+        let (uris, ms_ranks, data_version) = ms
             .read(|db| {
+                // Ranks on management service replicas, as DAOS reports them.
+                let ms_ranks: Vec<u32> = db
+                    .members
+                    .values()
+                    .filter(|m| replicas.contains(&m.addr))
+                    .map(|m| m.rank)
+                    .collect();
                 let uris: Vec<RankUri> = db
                     .members
                     .values()
@@ -372,14 +389,14 @@ impl Server {
                         nctxs: m.nctxs,
                     })
                     .collect();
-                (uris, db.data_version)
+                (uris, ms_ranks, db.data_version)
             })
             .await?;
         let e0 = self.cfg.engines.first();
         Ok(GetAttachInfoResp {
             status: 0,
             sys: self.cfg.name.clone(),
-            ms_ranks: uris.iter().map(|u| u.rank).take(1).collect(),
+            ms_ranks,
             rank_uris: if req.all_ranks {
                 uris
             } else {
@@ -456,7 +473,7 @@ impl MgmtSvc for Svc {
     ) -> std::result::Result<Response<StorageScanResp>, Status> {
         let usage = r.into_inner().usage;
         detached(&self.server, move |s| {
-            Box::pin(async move { Ok(s.storage_scan(usage).await) })
+            Box::pin(async move { s.storage_scan(usage).await })
         })
         .await
     }

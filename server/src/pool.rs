@@ -59,7 +59,7 @@ impl Server {
             .map(|p| (p.name.clone(), p.value.clone()))
             .collect();
         settings.retain(|(n, _)| n != "label");
-        let props = props::check_all(&settings)?;
+        let props = props::check_all(&settings, true)?;
         if ms.read(|db| db.find_pool(&req.label).is_some()).await? {
             return Err(DaosError::new(
                 Der::EXIST,
@@ -86,6 +86,8 @@ impl Server {
                 )));
             }
             ranks = req.ranks.clone();
+            ranks.sort_unstable();
+            ranks.dedup();
         }
         if req.nranks > 0 {
             if req.nranks as usize > ranks.len() {
@@ -211,8 +213,8 @@ impl Server {
             scm_per_rank: scm,
             nvme_per_rank: nvme,
             props,
-            owner: principal(&req.user),
-            group: principal(&req.user_group),
+            owner: proto::names::principal(&req.user),
+            group: proto::names::principal(&req.user_group),
             acl: if req.acl.is_empty() {
                 vec!["A::OWNER@:rw".into(), "A:G:GROUP@:rw".into()]
             } else {
@@ -221,6 +223,7 @@ impl Server {
             map_version: 1,
         };
         ms.write(MsCmd::PoolAdd(rec.clone())).await?;
+        let _creating = CreatingGuard::new(self, &uuid);
         tracing::info!(pool = %uuid, label = %req.label, scm, nvme, ranks = ?ranks, "creating pool");
 
         let shard = PoolCreateShardReq {
@@ -315,6 +318,20 @@ impl Server {
     pub async fn pool_destroy(&self, req: PoolDestroyReq) -> Result<()> {
         let ms = self.ms()?;
         let rec = self.find(&req.id).await?;
+        if self
+            .creating
+            .lock()
+            .map(|c| c.contains(&rec.uuid))
+            .unwrap_or(false)
+        {
+            return Err(DaosError::new(
+                Der::BUSY,
+                format!(
+                    "pool {:?} is still being created; retry when that finishes",
+                    rec.label
+                ),
+            ));
+        }
         ms.write(MsCmd::PoolSetState {
             uuid: rec.uuid.clone(),
             state: PoolState::Destroying,
@@ -448,7 +465,7 @@ impl Server {
             .iter()
             .map(|p| (p.name.clone(), p.value.clone()))
             .collect();
-        let props = props::check_all(&settings)?;
+        let props = props::check_all(&settings, false)?;
         ms.write(MsCmd::PoolSetProps {
             uuid: rec.uuid,
             props,
@@ -458,17 +475,34 @@ impl Server {
     }
 }
 
-fn rank_err(rank: u32, e: DaosError) -> DaosError {
-    DaosError::new(e.der, format!("rank {rank}: {}", e.msg))
+/// Marks a pool as being created by this server for as long as it lives.
+struct CreatingGuard<'a> {
+    server: &'a Server,
+    uuid: String,
 }
 
-/// `name` or `name@` becomes the principal `name@`; empty stays empty.
-fn principal(s: &str) -> String {
-    match s.trim() {
-        "" => String::new(),
-        t if t.ends_with('@') => t.to_string(),
-        t => format!("{t}@"),
+impl<'a> CreatingGuard<'a> {
+    fn new(server: &'a Server, uuid: &str) -> Self {
+        if let Ok(mut c) = server.creating.lock() {
+            c.insert(uuid.to_string());
+        }
+        CreatingGuard {
+            server,
+            uuid: uuid.to_string(),
+        }
     }
+}
+
+impl Drop for CreatingGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.server.creating.lock() {
+            c.remove(&self.uuid);
+        }
+    }
+}
+
+fn rank_err(rank: u32, e: DaosError) -> DaosError {
+    DaosError::new(e.der, format!("rank {rank}: {}", e.msg))
 }
 
 #[derive(Default)]

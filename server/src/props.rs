@@ -13,8 +13,19 @@ pub struct PropDef {
     pub name: &'static str,
     pub desc: &'static str,
     pub default: &'static str,
-    pub read_only: bool,
+    pub access: Access,
     kind: Kind,
+}
+
+/// Who may set a property.
+#[derive(PartialEq, Eq)]
+pub enum Access {
+    /// `pool create -P` and `pool set-prop`.
+    Any,
+    /// Only at `pool create` (the layout depends on it).
+    CreateOnly,
+    /// Never: the system reports it.
+    ReadOnly,
 }
 
 enum Kind {
@@ -31,14 +42,14 @@ pub const DEFS: &[PropDef] = &[
         name: "checkpoint",
         desc: "Checkpoint mode",
         default: "timed",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Choice(&["disabled", "timed", "lazy"]),
     },
     PropDef {
         name: "checkpoint_freq",
         desc: "Checkpoint frequency",
         default: "5",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Num {
             min: 1,
             max: 1_000_000,
@@ -48,14 +59,14 @@ pub const DEFS: &[PropDef] = &[
         name: "checkpoint_thresh",
         desc: "Checkpoint threshold",
         default: "50",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Num { min: 10, max: 75 },
     },
     PropDef {
         name: "data_thresh",
         desc: "Data bdev threshold size",
         default: "4096",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Size {
             min: 0,
             max: 1 << 20,
@@ -65,7 +76,7 @@ pub const DEFS: &[PropDef] = &[
         name: "ec_cell_sz",
         desc: "EC cell size",
         default: "65536",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Size {
             min: 1 << 10,
             max: 1 << 30,
@@ -75,7 +86,7 @@ pub const DEFS: &[PropDef] = &[
         name: "ec_pda",
         desc: "EC performance domain affinity level",
         default: "1",
-        read_only: false,
+        access: Access::CreateOnly,
         kind: Kind::Num {
             min: 1,
             max: u32::MAX as u64,
@@ -85,35 +96,35 @@ pub const DEFS: &[PropDef] = &[
         name: "global_version",
         desc: "Global Version",
         default: "3",
-        read_only: true,
+        access: Access::ReadOnly,
         kind: Kind::Fixed,
     },
     PropDef {
         name: "label",
         desc: "Pool label",
         default: "",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Label,
     },
     PropDef {
         name: "perf_domain",
         desc: "Pool performance domain",
         default: "root",
-        read_only: false,
+        access: Access::CreateOnly,
         kind: Kind::Choice(&["root", "group"]),
     },
     PropDef {
         name: "reclaim",
         desc: "Reclaim strategy",
         default: "lazy",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Choice(&["disabled", "lazy", "time"]),
     },
     PropDef {
         name: "rp_pda",
         desc: "Performance domain affinity level of RP",
         default: "3",
-        read_only: false,
+        access: Access::CreateOnly,
         kind: Kind::Num {
             min: 1,
             max: u32::MAX as u64,
@@ -123,14 +134,14 @@ pub const DEFS: &[PropDef] = &[
         name: "scrub",
         desc: "Checksum scrubbing mode",
         default: "off",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Choice(&["off", "lazy", "timed"]),
     },
     PropDef {
         name: "scrub_freq",
         desc: "Checksum scrubbing frequency",
         default: "604800",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Num {
             min: 1,
             max: u64::MAX,
@@ -140,7 +151,7 @@ pub const DEFS: &[PropDef] = &[
         name: "scrub_thresh",
         desc: "Checksum scrubbing threshold",
         default: "0",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Num {
             min: 0,
             max: u64::MAX,
@@ -150,35 +161,35 @@ pub const DEFS: &[PropDef] = &[
         name: "self_heal",
         desc: "Self-healing policy",
         default: "exclude,rebuild",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Choice(&["exclude", "rebuild", "exclude,rebuild", "none"]),
     },
     PropDef {
         name: "space_rb",
         desc: "Rebuild space ratio",
         default: "0",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Percent,
     },
     PropDef {
         name: "svc_list",
         desc: "Pool service replica list",
         default: "",
-        read_only: true,
+        access: Access::ReadOnly,
         kind: Kind::Fixed,
     },
     PropDef {
         name: "svc_rf",
         desc: "Pool service redundancy factor",
         default: "2",
-        read_only: false,
+        access: Access::Any,
         kind: Kind::Num { min: 0, max: 4 },
     },
     PropDef {
         name: "upgrade_status",
         desc: "Upgrade Status",
         default: "not started",
-        read_only: true,
+        access: Access::ReadOnly,
         kind: Kind::Fixed,
     },
 ];
@@ -187,37 +198,27 @@ pub fn def(name: &str) -> Option<&'static PropDef> {
     DEFS.iter().find(|d| d.name == name)
 }
 
-/// Checks a label as DAOS does: 1-127 of `[A-Za-z0-9_.:-]`, and not a UUID.
+/// Checks a label as DAOS does (see [`proto::names::check_label`]).
 pub fn check_label(label: &str) -> Result<()> {
-    if label.is_empty() || label.len() > 127 {
-        return Err(inval(format!(
-            "pool label {label:?} must be 1 to 127 characters"
-        )));
-    }
-    if !label
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
-    {
-        return Err(inval(format!(
-            "pool label {label:?} may contain only letters, digits and _ . : -"
-        )));
-    }
-    if uuid::Uuid::parse_str(label).is_ok() {
-        return Err(inval(format!("pool label {label:?} must not be a UUID")));
-    }
-    Ok(())
+    proto::names::check_label(label).map_err(inval)
 }
 
 /// Validates one `name:value` setting and returns its canonical value.
-pub fn check(name: &str, value: &str) -> Result<String> {
+pub fn check(name: &str, value: &str, creating: bool) -> Result<String> {
     let d = def(name).ok_or_else(|| {
         inval(format!(
             "unknown pool property {name:?}; known: {}",
             DEFS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
         ))
     })?;
-    if d.read_only {
-        return Err(inval(format!("pool property {name:?} is read-only")));
+    match d.access {
+        Access::ReadOnly => return Err(inval(format!("pool property {name:?} is read-only"))),
+        Access::CreateOnly if !creating => {
+            return Err(inval(format!(
+                "pool property {name:?} can only be set at pool create"
+            )))
+        }
+        _ => {}
     }
     let v = value.trim();
     match &d.kind {
@@ -263,10 +264,10 @@ pub fn check(name: &str, value: &str) -> Result<String> {
 }
 
 /// Parses a list of `name:value` settings.
-pub fn check_all(props: &[(String, String)]) -> Result<BTreeMap<String, String>> {
+pub fn check_all(props: &[(String, String)], creating: bool) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (n, v) in props {
-        out.insert(n.clone(), check(n, v)?);
+        out.insert(n.clone(), check(n, v, creating)?);
     }
     Ok(out)
 }
@@ -294,20 +295,28 @@ mod tests {
 
     #[test]
     fn checks() {
-        assert_eq!(check("reclaim", "TIME").unwrap(), "time");
-        assert_eq!(check("ec_cell_sz", "128KiB").unwrap(), "131072");
-        assert_eq!(check("space_rb", "5%").unwrap(), "5");
+        assert_eq!(check("reclaim", "TIME", false).unwrap(), "time");
+        assert_eq!(check("ec_cell_sz", "128KiB", false).unwrap(), "131072");
+        assert_eq!(check("space_rb", "5%", false).unwrap(), "5");
         assert_eq!(
-            check("self_heal", "exclude;rebuild").unwrap(),
+            check("self_heal", "exclude;rebuild", false).unwrap(),
             "exclude,rebuild"
         );
-        assert!(check("reclaim", "sometimes").is_err());
-        assert!(check("svc_list", "[0]")
+        assert!(check("reclaim", "sometimes", false).is_err());
+        assert!(check("svc_list", "[0]", false)
             .unwrap_err()
             .msg
             .contains("read-only"));
-        assert!(check("nope", "1").unwrap_err().msg.contains("unknown"));
-        assert!(check("svc_rf", "9").is_err());
+        assert!(check("nope", "1", false)
+            .unwrap_err()
+            .msg
+            .contains("unknown"));
+        assert!(check("svc_rf", "9", false).is_err());
+        assert!(check("ec_pda", "2", false)
+            .unwrap_err()
+            .msg
+            .contains("pool create"));
+        assert_eq!(check("ec_pda", "2", true).unwrap(), "2");
         assert!(check_label("tank").is_ok());
         assert!(check_label("a b").is_err());
         assert!(check_label("8a05bf3a-a088-4a77-bb9f-df989fce7cc8").is_err());

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{EngineConfig, Tier};
 use crate::error::{io, Result};
-use crate::ms::store::write_atomic;
 
 pub const SUPERBLOCK: &str = "superblock";
 pub const NVME_CONF: &str = "daos_nvme.conf";
@@ -27,9 +26,25 @@ pub struct Superblock {
     pub instance_idx: u32,
 }
 
-pub fn read_superblock(scm: &Path) -> Option<Superblock> {
-    let data = std::fs::read(scm.join(SUPERBLOCK)).ok()?;
-    serde_json::from_slice(&data).ok()
+/// Reads an engine's superblock: `Ok(None)` when there is none (not formatted);
+/// an unreadable or corrupt one is an error, never "not formatted", so a format
+/// cannot silently replace the identity of an engine that holds pools.
+pub fn read_superblock(scm: &Path) -> Result<Option<Superblock>> {
+    let p = scm.join(SUPERBLOCK);
+    let data = match std::fs::read(&p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(format!("reading superblock {}", p.display()), e)),
+    };
+    serde_json::from_slice(&data).map(Some).map_err(|e| {
+        DaosError::new(
+            Der::IO,
+            format!(
+                "superblock {} is corrupt ({e}): reformat with --force",
+                p.display()
+            ),
+        )
+    })
 }
 
 /// Mount points from /proc/self/mountinfo (field 5, octal escapes decoded).
@@ -85,7 +100,7 @@ pub fn format_engine(idx: u32, e: &EngineConfig, system: &str, force: bool) -> R
         .scm()
         .ok_or_else(|| DaosError::new(Der::INVAL, format!("engine {idx}: no SCM tier")))?;
     let mount = scm.scm_mount().map(Path::to_path_buf).unwrap_or_default();
-    if !force && read_superblock(&mount).is_some() {
+    if !force && read_superblock(&mount)?.is_some() {
         return Ok("already formatted".into());
     }
     match scm {
@@ -109,6 +124,16 @@ pub fn format_engine(idx: u32, e: &EngineConfig, system: &str, force: bool) -> R
                 ));
             }
             if force {
+                // The superblock goes first: a crash mid-wipe leaves an engine that is
+                // plainly unformatted, not one whose identity outlived its pools.
+                match std::fs::remove_file(mount.join(SUPERBLOCK)) {
+                    Ok(()) => proto::durable::fsync_dir(&mount)
+                        .map_err(|e| io(format!("syncing {}", mount.display()), e))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(io(format!("removing superblock in {}", mount.display()), e))
+                    }
+                }
                 wipe_dir(&mount)?;
             }
         }
@@ -143,7 +168,7 @@ pub fn format_engine(idx: u32, e: &EngineConfig, system: &str, force: bool) -> R
             });
         }
     }
-    write_atomic(&mount, NVME_CONF, &conf.encode_to_vec())
+    proto::durable::write_atomic(&mount, NVME_CONF, &conf.encode_to_vec())
         .map_err(|err| io(format!("writing {}", mount.join(NVME_CONF).display()), err))?;
     let sb = Superblock {
         version: 1,
@@ -152,7 +177,7 @@ pub fn format_engine(idx: u32, e: &EngineConfig, system: &str, force: bool) -> R
         instance_idx: idx,
     };
     let data = serde_json::to_vec_pretty(&sb).map_err(|err| io("encoding superblock", err))?;
-    write_atomic(&mount, SUPERBLOCK, &data)
+    proto::durable::write_atomic(&mount, SUPERBLOCK, &data)
         .map_err(|err| io(format!("writing superblock in {}", mount.display()), err))?;
     Ok(format!(
         "formatted: SCM {} ({}), {} bulk device(s)",
@@ -215,7 +240,8 @@ fn wipe_dir(p: &Path) -> Result<()> {
 /// Creates (or re-creates) a sparse bulk file of `size` bytes.
 fn create_bdev_file(p: &PathBuf, size: u64) -> Result<()> {
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| io(format!("creating {}", dir.display()), e))?;
+        proto::durable::create_dir_all_durable(dir)
+            .map_err(|e| io(format!("creating {}", dir.display()), e))?;
     }
     let f = std::fs::OpenOptions::new()
         .create(true)

@@ -54,8 +54,13 @@ impl Ms {
                 format!("management service state in {}: {e}", dir.display()),
             )
         };
-        let log = LogStore::open(dir).map_err(ioerr)?;
-        let sm = StateMachine::open(dir).map_err(ioerr)?;
+        let d = dir.to_path_buf();
+        let (log, sm) = tokio::task::spawn_blocking(move || {
+            Ok::<_, std::io::Error>((LogStore::open(&d)?, StateMachine::open(&d)?))
+        })
+        .await
+        .map_err(|e| DaosError::new(Der::MISC, format!("opening management service state: {e}")))?
+        .map_err(ioerr)?;
         let config = Config {
             cluster_name: "daos_mgmt".into(),
             heartbeat_interval: 250,

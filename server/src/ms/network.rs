@@ -33,6 +33,14 @@ impl Network {
     }
 }
 
+/// The three raft RPCs.
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
 pub struct Conn {
     target: NodeId,
     addr: String,
@@ -76,7 +84,7 @@ impl Conn {
         E: std::error::Error + DeserializeOwned,
     >(
         &mut self,
-        which: u8,
+        rpc: Rpc,
         req: &Req,
     ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
         let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -86,10 +94,10 @@ impl Conn {
             .await
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let msg = RaftMsg { data };
-        let r = match which {
-            0 => client.append_entries(msg).await,
-            1 => client.vote(msg).await,
-            _ => client.install_snapshot(msg).await,
+        let r = match rpc {
+            Rpc::AppendEntries => client.append_entries(msg).await,
+            Rpc::Vote => client.vote(msg).await,
+            Rpc::InstallSnapshot => client.install_snapshot(msg).await,
         };
         let reply = match r {
             Ok(r) => r.into_inner(),
@@ -110,7 +118,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: AppendEntriesRequest<TypeConfig>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(0, &rpc).await
+        self.send(Rpc::AppendEntries, &rpc).await
     }
 
     async fn install_snapshot(
@@ -121,7 +129,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.send(2, &rpc).await
+        self.send(Rpc::InstallSnapshot, &rpc).await
     }
 
     async fn vote(
@@ -129,7 +137,7 @@ impl RaftNetwork<TypeConfig> for Conn {
         rpc: VoteRequest<NodeId>,
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(1, &rpc).await
+        self.send(Rpc::Vote, &rpc).await
     }
 }
 

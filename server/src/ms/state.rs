@@ -99,10 +99,13 @@ pub enum MsCmd {
         ntgts: u32,
         fault_domain: String,
     },
+    /// Changes a member's state; with `incarnation`, only if the member is still
+    /// that incarnation (a late "stopped" must not overwrite a newer join).
     SetMemberState {
         rank: u32,
         state: MemberState,
         info: String,
+        incarnation: Option<u64>,
     },
     PoolAdd(PoolRec),
     PoolSetState {
@@ -165,7 +168,13 @@ impl SystemDb {
                 ntgts,
                 fault_domain,
             } => {
-                let rank = match self.members.values().find(|m| m.uuid == uuid) {
+                // Same engine (UUID), or the same engine slot reformatted (new UUID,
+                // same server and index): it keeps its rank, so no ghost is left.
+                let same = self
+                    .members
+                    .values()
+                    .find(|m| m.uuid == uuid || (m.addr == addr && m.instance_idx == instance_idx));
+                let rank = match same {
                     Some(m) => m.rank,
                     None => {
                         let r = self.next_rank;
@@ -191,7 +200,13 @@ impl SystemDb {
                 );
                 MsResp::Rank(rank)
             }
-            MsCmd::SetMemberState { rank, state, info } => match self.members.get_mut(&rank) {
+            MsCmd::SetMemberState {
+                rank,
+                state,
+                info,
+                incarnation,
+            } => match self.members.get_mut(&rank) {
+                Some(m) if incarnation.is_some_and(|i| i != m.incarnation) => MsResp::Ok,
                 Some(m) => {
                     m.state = state;
                     m.info = info;
@@ -263,14 +278,14 @@ impl SystemDb {
 mod tests {
     use super::*;
 
-    fn join(uuid: &str) -> MsCmd {
+    fn join(uuid: &str, idx: u32) -> MsCmd {
         MsCmd::Join {
             uuid: uuid.into(),
             addr: "a".into(),
             fabric_uri: "tcp://x".into(),
             nctxs: 1,
             incarnation: 1,
-            instance_idx: 0,
+            instance_idx: idx,
             ntgts: 1,
             fault_domain: "/".into(),
         }
@@ -297,15 +312,28 @@ mod tests {
     #[test]
     fn rejoin_keeps_rank() {
         let mut db = SystemDb::default();
-        assert_eq!(db.apply(join("a")), MsResp::Rank(0));
-        assert_eq!(db.apply(join("b")), MsResp::Rank(1));
+        assert_eq!(db.apply(join("a", 0)), MsResp::Rank(0));
+        assert_eq!(db.apply(join("b", 1)), MsResp::Rank(1));
         db.apply(MsCmd::SetMemberState {
             rank: 0,
             state: MemberState::Errored,
             info: "died".into(),
+            incarnation: None,
         });
-        assert_eq!(db.apply(join("a")), MsResp::Rank(0));
+        assert_eq!(db.apply(join("a", 0)), MsResp::Rank(0));
         assert_eq!(db.members[&0].state, MemberState::Joined);
+        // A stale state change for an older incarnation is ignored.
+        db.apply(MsCmd::SetMemberState {
+            rank: 0,
+            state: MemberState::Stopped,
+            info: "old".into(),
+            incarnation: Some(0),
+        });
+        assert_eq!(db.members[&0].state, MemberState::Joined);
+        // The same slot reformatted (new UUID) keeps its rank: no ghost member.
+        assert_eq!(db.apply(join("a-reformatted", 0)), MsResp::Rank(0));
+        assert_eq!(db.members.len(), 2);
+        assert_eq!(db.members[&0].uuid, "a-reformatted");
     }
 
     #[test]

@@ -49,51 +49,17 @@ enum LogRec {
 const LOG_FILE: &str = "raft.log";
 const SNAP_FILE: &str = "snapshot.json";
 
-struct LogInner {
-    dir: PathBuf,
-    file: File,
+/// The log as raft sees it. Updated only after the records are durable.
+#[derive(Default)]
+struct Mem {
     entries: BTreeMap<u64, Entry<TypeConfig>>,
     last_purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId<NodeId>>,
-    records: usize,
 }
 
-/// The raft log. Clones share one log.
-#[derive(Clone)]
-pub struct LogStore {
-    inner: Arc<Mutex<LogInner>>,
-}
-
-fn io_err(e: impl std::error::Error + 'static) -> SErr {
-    StorageIOError::write_logs(&e).into()
-}
-
-fn lock_err() -> SErr {
-    StorageIOError::write_logs(&std::io::Error::other("raft log lock poisoned")).into()
-}
-
-fn encode(rec: &LogRec) -> std::io::Result<Vec<u8>> {
-    let payload = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
-    let mut buf = Vec::with_capacity(payload.len() + 8);
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    buf.extend_from_slice(&payload);
-    Ok(buf)
-}
-
-/// Writes `data` to `dir/name` so that a crash leaves either the old or the new file.
-pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))?;
-    File::open(dir)?.sync_all()
-}
-
-impl LogInner {
-    fn apply_rec(&mut self, rec: LogRec) {
+impl Mem {
+    fn apply(&mut self, rec: LogRec) {
         match rec {
             LogRec::Entry(e) => {
                 self.entries.insert(e.log_id.index, *e);
@@ -110,25 +76,8 @@ impl LogInner {
         }
     }
 
-    /// Appends records and makes them durable.
-    fn write(&mut self, recs: Vec<LogRec>) -> std::io::Result<()> {
-        let mut buf = Vec::new();
-        for r in &recs {
-            buf.extend_from_slice(&encode(r)?);
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.records += recs.len();
-        for r in recs {
-            self.apply_rec(r);
-        }
-        if self.records > 2 * self.entries.len() + 256 {
-            self.compact()?;
-        }
-        Ok(())
-    }
-
-    fn compact(&mut self) -> std::io::Result<()> {
+    /// The fewest records that rebuild this state.
+    fn records(&self) -> Vec<LogRec> {
         let mut recs = Vec::new();
         if let Some(v) = self.vote {
             recs.push(LogRec::Vote(v));
@@ -143,75 +92,159 @@ impl LogInner {
                 .cloned()
                 .map(|e| LogRec::Entry(Box::new(e))),
         );
-        let mut buf = Vec::new();
-        for r in &recs {
-            buf.extend_from_slice(&encode(r)?);
+        recs
+    }
+}
+
+/// The log file. Its lock serialises writers; readers never take it, so a slow
+/// fsync delays the next write, not raft's reads.
+struct LogFile {
+    dir: PathBuf,
+    file: File,
+    records: usize,
+}
+
+/// The raft log. Clones share one log.
+#[derive(Clone)]
+pub struct LogStore {
+    mem: Arc<Mutex<Mem>>,
+    file: Arc<Mutex<LogFile>>,
+}
+
+fn io_err(e: impl std::error::Error + 'static) -> SErr {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn lock_err() -> SErr {
+    StorageIOError::write_logs(&std::io::Error::other("raft log lock poisoned")).into()
+}
+
+fn encode(recs: &[LogRec]) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    for rec in recs {
+        let payload = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+    }
+    Ok(buf)
+}
+
+/// Parses the log file. Returns the records and the length of the valid prefix.
+/// An incomplete or bad *last* record is a torn write that was never
+/// acknowledged; a bad record with more after it is corruption of acknowledged
+/// data, and raft must not start on it.
+fn replay(data: &[u8]) -> Result<(Vec<LogRec>, usize), String> {
+    let mut recs = Vec::new();
+    let mut off = 0usize;
+    while off < data.len() {
+        let Some(hdr) = data.get(off..off + 8) else {
+            break;
+        };
+        let len = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+        let crc = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        let end = off + 8 + len;
+        let Some(payload) = data.get(off + 8..end) else {
+            break;
+        };
+        let rec = (crc32fast::hash(payload) == crc)
+            .then(|| serde_json::from_slice::<LogRec>(payload).ok())
+            .flatten();
+        match rec {
+            Some(r) => recs.push(r),
+            None if end == data.len() => break,
+            None => {
+                return Err(format!(
+                    "corrupt record at offset {off} with {} bytes after it",
+                    data.len() - end
+                ))
+            }
         }
-        write_atomic(&self.dir, LOG_FILE, &buf)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(LOG_FILE))?;
-        self.records = recs.len();
+        off = end;
+    }
+    Ok((recs, off))
+}
+
+impl LogFile {
+    /// Appends records and makes them durable, then shows them to readers.
+    fn write(&mut self, mem: &Mutex<Mem>, recs: Vec<LogRec>) -> std::io::Result<()> {
+        self.file.write_all(&encode(&recs)?)?;
+        self.file.sync_data()?;
+        self.records += recs.len();
+        let live = {
+            let mut m = mem
+                .lock()
+                .map_err(|_| std::io::Error::other("raft log lock poisoned"))?;
+            for r in recs {
+                m.apply(r);
+            }
+            m.entries.len()
+        };
+        if self.records > 2 * live + 256 {
+            let recs = mem
+                .lock()
+                .map_err(|_| std::io::Error::other("raft log lock poisoned"))?
+                .records();
+            proto::durable::write_atomic(&self.dir, LOG_FILE, &encode(&recs)?)?;
+            self.file = OpenOptions::new()
+                .append(true)
+                .open(self.dir.join(LOG_FILE))?;
+            self.records = recs.len();
+        }
         Ok(())
     }
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir`, replaying what is there.
+    /// Opens (or creates) the log in `dir`, replaying what is there. Blocks.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
+        proto::durable::create_dir_all_durable(dir)?;
         let path = dir.join(LOG_FILE);
         let mut data = Vec::new();
-        if path.exists() {
+        let existed = path.exists();
+        if existed {
             File::open(&path)?.read_to_end(&mut data)?;
         }
-        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let mut inner = LogInner {
-            dir: dir.to_path_buf(),
-            file: file.try_clone()?,
-            entries: BTreeMap::new(),
-            last_purged: None,
-            vote: None,
-            committed: None,
-            records: 0,
-        };
-        let mut off = 0usize;
-        while off + 8 <= data.len() {
-            let len = u32::from_le_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]])
-                as usize;
-            let crc =
-                u32::from_le_bytes([data[off + 4], data[off + 5], data[off + 6], data[off + 7]]);
-            let Some(payload) = data.get(off + 8..off + 8 + len) else {
-                break;
-            };
-            if crc32fast::hash(payload) != crc {
-                break;
-            }
-            let Ok(rec) = serde_json::from_slice::<LogRec>(payload) else {
-                break;
-            };
-            inner.apply_rec(rec);
-            inner.records += 1;
-            off += 8 + len;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        if !existed {
+            proto::durable::fsync_dir(dir)?;
         }
-        if off < data.len() {
-            tracing::warn!(path = %path.display(), "raft log: dropping {} bytes of torn tail at offset {off}", data.len() - off);
-            file.set_len(off as u64)?;
+        let (recs, valid) = replay(&data).map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: {e}; restore it from another replica or a backup",
+                path.display()
+            ))
+        })?;
+        if valid < data.len() {
+            tracing::warn!(path = %path.display(), "raft log: dropping {} bytes of torn tail at offset {valid}", data.len() - valid);
+            file.set_len(valid as u64)?;
             file.sync_all()?;
         }
-        file.flush()?;
+        let records = recs.len();
+        let mut mem = Mem::default();
+        for r in recs {
+            mem.apply(r);
+        }
         Ok(LogStore {
-            inner: Arc::new(Mutex::new(inner)),
+            mem: Arc::new(Mutex::new(mem)),
+            file: Arc::new(Mutex::new(LogFile {
+                dir: dir.to_path_buf(),
+                file,
+                records,
+            })),
         })
     }
 
+    fn mem(&self) -> Result<std::sync::MutexGuard<'_, Mem>, SErr> {
+        self.mem.lock().map_err(|_| lock_err())
+    }
+
     async fn write(&self, recs: Vec<LogRec>) -> Result<(), std::io::Error> {
-        let inner = self.inner.clone();
+        let (file, mem) = (self.file.clone(), self.mem.clone());
         tokio::task::spawn_blocking(move || {
-            inner
-                .lock()
+            file.lock()
                 .map_err(|_| std::io::Error::other("raft log lock poisoned"))?
-                .write(recs)
+                .write(&mem, recs)
         })
         .await
         .map_err(std::io::Error::other)?
@@ -223,8 +256,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, SErr> {
-        let g = self.inner.lock().map_err(|_| lock_err())?;
-        Ok(g.entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .mem()?
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -232,7 +269,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, SErr> {
-        let g = self.inner.lock().map_err(|_| lock_err())?;
+        let g = self.mem()?;
         let last = g
             .entries
             .values()
@@ -256,7 +293,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, SErr> {
-        Ok(self.inner.lock().map_err(|_| lock_err())?.vote)
+        Ok(self.mem()?.vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
@@ -266,7 +303,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, SErr> {
-        Ok(self.inner.lock().map_err(|_| lock_err())?.committed)
+        Ok(self.mem()?.committed)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), SErr>
@@ -380,7 +417,7 @@ impl StateMachine {
         let data =
             serde_json::to_vec(&stored).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
         let d2 = data.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&dir, SNAP_FILE, &d2))
+        tokio::task::spawn_blocking(move || proto::durable::write_atomic(&dir, SNAP_FILE, &d2))
             .await
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?
             .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
@@ -495,12 +532,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = LogStore::open(dir.path()).unwrap();
-            let mut g = s.inner.lock().unwrap();
+            let mut f = s.file.lock().unwrap();
             for i in 1..=600 {
-                g.write(vec![LogRec::Entry(Box::new(entry(i)))]).unwrap();
+                f.write(&s.mem, vec![LogRec::Entry(Box::new(entry(i)))])
+                    .unwrap();
             }
-            g.write(vec![LogRec::Purge(entry(500).log_id)]).unwrap();
-            g.write(vec![LogRec::Truncate(590)]).unwrap();
+            f.write(&s.mem, vec![LogRec::Purge(entry(500).log_id)])
+                .unwrap();
+            f.write(&s.mem, vec![LogRec::Truncate(590)]).unwrap();
         }
         // A torn record at the end, as a crash in the middle of a write leaves it.
         let mut f = OpenOptions::new()
@@ -510,9 +549,28 @@ mod tests {
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         drop(f);
         let s = LogStore::open(dir.path()).unwrap();
-        let g = s.inner.lock().unwrap();
+        let g = s.mem.lock().unwrap();
         assert_eq!(g.entries.keys().next(), Some(&501));
         assert_eq!(g.entries.keys().next_back(), Some(&589));
         assert_eq!(g.last_purged.map(|l| l.index), Some(500));
+    }
+
+    #[test]
+    fn corruption_before_acknowledged_records_refuses_to_start() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = LogStore::open(dir.path()).unwrap();
+            let mut f = s.file.lock().unwrap();
+            for i in 1..=3 {
+                f.write(&s.mem, vec![LogRec::Entry(Box::new(entry(i)))])
+                    .unwrap();
+            }
+        }
+        let path = dir.path().join(LOG_FILE);
+        let mut data = std::fs::read(&path).unwrap();
+        data[12] ^= 0xff; // inside the first record's payload
+        std::fs::write(&path, &data).unwrap();
+        let e = LogStore::open(dir.path()).err().unwrap();
+        assert!(e.to_string().contains("corrupt record at offset 0"), "{e}");
     }
 }
