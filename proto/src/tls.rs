@@ -1,6 +1,8 @@
 //! Mutual TLS on the management channel: the one place certificate files are
 //! read. Every certificate is checked against the system's CA; servers present
-//! the name `server`, as DAOS's certificates do.
+//! the name `server`, as DAOS's certificates do. Which component a peer is comes
+//! from its certificate's common name (`admin`, `agent`, `server`), and servers
+//! allow each component only its own calls ([`Component`]).
 
 use std::path::Path;
 
@@ -87,4 +89,45 @@ impl TlsFiles<'_> {
         let (ca, id) = self.read()?;
         Ok(ServerTlsConfig::new().identity(id).client_ca_root(ca))
     }
+}
+
+/// A component of the system, as its certificate's common name names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    /// dmg: administration.
+    Admin,
+    /// daos_agent: attach info for clients.
+    Agent,
+    /// daos_server: raft and server-to-server calls.
+    Server,
+}
+
+impl Component {
+    fn from_cn(cn: &str) -> Option<Self> {
+        match cn {
+            "admin" => Some(Component::Admin),
+            "agent" => Some(Component::Agent),
+            "server" => Some(Component::Server),
+            _ => None,
+        }
+    }
+}
+
+/// The component a TLS peer is, from the common name of its (CA-verified) leaf
+/// certificate; `Err` explains why it is none.
+pub fn peer_component<T>(req: &tonic::Request<T>) -> Result<Component, String> {
+    let certs = req
+        .peer_certs()
+        .ok_or("the client presented no certificate")?;
+    let leaf = certs.first().ok_or("the client presented no certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("client certificate does not parse: {e}"))?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .ok_or("client certificate has no common name")?;
+    Component::from_cn(cn)
+        .ok_or_else(|| format!("client certificate names {cn:?}, not admin, agent or server"))
 }

@@ -93,6 +93,7 @@ pub fn serve(
 ) -> Result<impl std::future::Future<Output = ()>> {
     let mut b = tonic::transport::Server::builder();
     let t = &server.cfg.transport_config;
+    let insecure = t.allow_insecure;
     if !t.allow_insecure {
         let tls = tls_files(t).server().map_err(tls_err)?;
         b = b
@@ -101,7 +102,7 @@ pub fn serve(
     }
     let router = b
         .add_service(MgmtSvcServer::new(Svc { server }))
-        .add_service(MgmtRaftServer::new(RaftService::new(ms)));
+        .add_service(MgmtRaftServer::new(RaftService::new(ms, insecure)));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(async move {
         if let Err(e) = router
@@ -115,6 +116,39 @@ pub fn serve(
 
 struct Svc {
     server: Arc<Server>,
+}
+
+use proto::tls::Component;
+
+/// Who may manage the system: dmg, and servers acting for it.
+const ADMIN: &[Component] = &[Component::Admin, Component::Server];
+/// Who may ask for attach info: agents too.
+const ATTACH: &[Component] = &[Component::Admin, Component::Agent, Component::Server];
+
+/// With TLS, refuses a caller whose certificate names another component.
+pub(crate) fn authorize<T>(
+    insecure: bool,
+    req: &Request<T>,
+    who: &[Component],
+) -> std::result::Result<(), Status> {
+    if insecure {
+        return Ok(());
+    }
+    let refuse = |m: String| {
+        tracing::warn!("refusing call: {m}");
+        Err(DaosError::new(Der::NO_PERM, m).to_status())
+    };
+    match proto::tls::peer_component(req) {
+        Ok(c) if who.contains(&c) => Ok(()),
+        Ok(c) => refuse(format!("a {c:?} certificate may not make this call")),
+        Err(e) => refuse(e),
+    }
+}
+
+impl Svc {
+    fn allow<T>(&self, req: &Request<T>, who: &[Component]) -> std::result::Result<(), Status> {
+        authorize(self.server.cfg.transport_config.allow_insecure, req, who)
+    }
 }
 
 /// Runs `f` on its own task so a client hanging up cannot cut it short.
@@ -420,6 +454,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<SystemQueryReq>,
     ) -> std::result::Result<Response<SystemQueryResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.system_query(&req.ranks).await })
@@ -431,6 +466,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<SystemStopReq>,
     ) -> std::result::Result<Response<SystemStopResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.system_stop(req).await })
@@ -442,6 +478,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<SystemStartReq>,
     ) -> std::result::Result<Response<SystemStartResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.system_start(req).await })
@@ -451,8 +488,9 @@ impl MgmtSvc for Svc {
 
     async fn leader_query(
         &self,
-        _r: Request<LeaderQueryReq>,
+        r: Request<LeaderQueryReq>,
     ) -> std::result::Result<Response<LeaderQueryResp>, Status> {
+        self.allow(&r, ADMIN)?;
         detached(&self.server, move |s| {
             Box::pin(async move {
                 let ms = s.ms()?;
@@ -471,6 +509,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<StorageScanReq>,
     ) -> std::result::Result<Response<StorageScanResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let usage = r.into_inner().usage;
         detached(&self.server, move |s| {
             Box::pin(async move { s.storage_scan(usage).await })
@@ -482,6 +521,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<StorageFormatReq>,
     ) -> std::result::Result<Response<StorageFormatResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let force = r.into_inner().force;
         detached(&self.server, move |s| {
             Box::pin(async move { s.storage_format(force).await })
@@ -493,6 +533,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<PoolCreateReq>,
     ) -> std::result::Result<Response<PoolCreateResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.pool_create(req).await })
@@ -504,6 +545,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<PoolDestroyReq>,
     ) -> std::result::Result<Response<PoolDestroyResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.pool_destroy(req).await.map(|_| PoolDestroyResp {}) })
@@ -513,8 +555,9 @@ impl MgmtSvc for Svc {
 
     async fn pool_list(
         &self,
-        _r: Request<PoolListReq>,
+        r: Request<PoolListReq>,
     ) -> std::result::Result<Response<PoolListResp>, Status> {
+        self.allow(&r, ADMIN)?;
         detached(&self.server, move |s| {
             Box::pin(async move { s.pool_list().await })
         })
@@ -525,6 +568,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<PoolQueryReq>,
     ) -> std::result::Result<Response<PoolQueryResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.pool_query(&req.id).await })
@@ -536,6 +580,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<PoolGetPropReq>,
     ) -> std::result::Result<Response<PoolGetPropResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.pool_get_prop(req).await })
@@ -547,6 +592,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<PoolSetPropReq>,
     ) -> std::result::Result<Response<PoolSetPropResp>, Status> {
+        self.allow(&r, ADMIN)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.pool_set_prop(req).await.map(|_| PoolSetPropResp {}) })
@@ -568,6 +614,7 @@ impl MgmtSvc for Svc {
         &self,
         r: Request<GetAttachInfoReq>,
     ) -> std::result::Result<Response<GetAttachInfoResp>, Status> {
+        self.allow(&r, ATTACH)?;
         let req = r.into_inner();
         detached(&self.server, move |s| {
             Box::pin(async move { s.attach_info(req).await })

@@ -144,11 +144,17 @@ impl RaftNetwork<TypeConfig> for Conn {
 /// The receiving side: hands peers' messages to the local raft.
 pub struct RaftService {
     raft: Arc<tokio::sync::OnceCell<Arc<super::Ms>>>,
+    insecure: bool,
 }
 
 impl RaftService {
-    pub fn new(raft: Arc<tokio::sync::OnceCell<Arc<super::Ms>>>) -> Self {
-        RaftService { raft }
+    /// With TLS (`insecure` false), only `server` certificates may speak raft.
+    pub fn new(raft: Arc<tokio::sync::OnceCell<Arc<super::Ms>>>, insecure: bool) -> Self {
+        RaftService { raft, insecure }
+    }
+
+    fn allow<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        crate::mgmt::authorize(self.insecure, req, &[proto::tls::Component::Server])
     }
 
     fn raft(&self) -> Result<&Raft<TypeConfig>, tonic::Status> {
@@ -176,6 +182,7 @@ impl MgmtRaft for RaftService {
         &self,
         req: tonic::Request<RaftMsg>,
     ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
+        self.allow(&req)?;
         let r = self.raft()?.append_entries(decode(req.get_ref())?).await;
         encode(&r)
     }
@@ -184,6 +191,7 @@ impl MgmtRaft for RaftService {
         &self,
         req: tonic::Request<RaftMsg>,
     ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
+        self.allow(&req)?;
         let r = self.raft()?.vote(decode(req.get_ref())?).await;
         encode(&r)
     }
@@ -192,6 +200,7 @@ impl MgmtRaft for RaftService {
         &self,
         req: tonic::Request<RaftMsg>,
     ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
+        self.allow(&req)?;
         let r = self.raft()?.install_snapshot(decode(req.get_ref())?).await;
         encode(&r)
     }
