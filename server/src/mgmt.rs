@@ -498,7 +498,7 @@ impl MgmtSvc for Svc {
                 Ok(LeaderQueryResp {
                     current_leader: ms.leader_addr().unwrap_or_default(),
                     replicas: ms.replicas().to_vec(),
-                    down_replicas: vec![],
+                    down_replicas: ms.lagging_replicas(),
                 })
             })
         })

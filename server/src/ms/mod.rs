@@ -131,6 +131,20 @@ impl Ms {
             .and_then(|id| self.replicas.get(id as usize).cloned())
     }
 
+    /// Replicas that lack committed entries, as the leader sees them (a replica
+    /// that is down falls behind at once). Empty when this replica is not leader.
+    pub fn lagging_replicas(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let committed = m.last_applied.map(|l| l.index);
+        let Some(repl) = m.replication else {
+            return Vec::new();
+        };
+        repl.iter()
+            .filter(|(_, matched)| matched.map(|l| l.index) < committed)
+            .filter_map(|(id, _)| self.replicas.get(*id as usize).cloned())
+            .collect()
+    }
+
     fn not_leader(&self) -> DaosError {
         match self.leader_addr() {
             Some(l) => DaosError::new(
