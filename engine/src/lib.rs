@@ -104,7 +104,6 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
         .map_err(|e| Error::io(format!("binding dRPC socket {}", sock.display()), e))?;
     let handler = Arc::new(EngineHandler {
         engine: engine.clone(),
-        uid: nix::unistd::geteuid().as_raw(),
     });
     let drpc_task = tokio::spawn(drpc::serve(
         drpc_listener,
@@ -153,7 +152,6 @@ async fn serve_fabric(listener: tokio::net::TcpListener, shutdown: CancellationT
 
 struct EngineHandler {
     engine: Arc<Engine>,
-    uid: u32,
 }
 
 fn status_of(r: &Result<(), Error>) -> (i32, String) {
@@ -178,7 +176,7 @@ impl Handler for EngineHandler {
             return Err(HandlerError::UnknownModule);
         }
         // Only daos_server (same user, or root) may manage this engine.
-        if conn.peer.uid != self.uid && conn.peer.uid != 0 {
+        if !conn.peer.is_self_or_root() {
             tracing::warn!(
                 uid = conn.peer.uid,
                 "refusing dRPC call {method} from another user"

@@ -268,6 +268,13 @@ pub struct PeerCred {
     pub pid: Option<i32>,
 }
 
+impl PeerCred {
+    /// True for this process's own user and for root: who may manage a daemon.
+    pub fn is_self_or_root(&self) -> bool {
+        self.uid == 0 || self.uid == nix::unistd::geteuid().as_raw()
+    }
+}
+
 /// One accepted connection, as a handler sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {

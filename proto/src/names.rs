@@ -27,6 +27,22 @@ pub fn check_label(label: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a system name (`name` in every config file): 1 to 63 letters,
+/// digits, `_`, `-` or `.`.
+pub fn check_system_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > 63
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(format!(
+            "{name:?} is not a valid system name: use 1-63 letters, digits, '_', '-' or '.'"
+        ));
+    }
+    Ok(())
+}
+
 /// A user or group principal as DAOS writes them: `name@` (a domain after the
 /// `@` is kept). Empty stays empty.
 pub fn principal(name: &str) -> String {

@@ -341,21 +341,7 @@ impl ServerConfig {
             key: key.to_string(),
             msg,
         };
-        if self.name.is_empty()
-            || self.name.len() > 63
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
-            return Err(bad(
-                "name",
-                format!(
-                    "{:?} is not a valid system name: use 1-63 letters, digits, '_', '-' or '.'",
-                    self.name
-                ),
-            ));
-        }
+        proto::names::check_system_name(&self.name).map_err(|m| bad("name", m))?;
         if self.port == 0 {
             return Err(bad(
                 "port",

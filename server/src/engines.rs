@@ -507,8 +507,7 @@ impl Handler for SrvHandler {
         if method != method::NOTIFY_READY {
             return Err(HandlerError::UnknownMethod);
         }
-        let uid = nix::unistd::geteuid().as_raw();
-        if conn.peer.uid != uid && conn.peer.uid != 0 {
+        if !conn.peer.is_self_or_root() {
             tracing::warn!(
                 peer_uid = conn.peer.uid,
                 "refusing NotifyReady from another user"

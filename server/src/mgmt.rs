@@ -145,27 +145,34 @@ pub(crate) fn authorize<T>(
     }
 }
 
+type Res<T> = std::result::Result<Response<T>, Status>;
+
+type Job<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>;
+
 impl Svc {
     fn allow<T>(&self, req: &Request<T>, who: &[Component]) -> std::result::Result<(), Status> {
         authorize(self.server.cfg.transport_config.allow_insecure, req, who)
     }
-}
 
-/// Runs `f` on its own task so a client hanging up cannot cut it short.
-async fn detached<T: Send + 'static>(
-    server: &Arc<Server>,
-    f: impl FnOnce(
-        Arc<Server>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T>> + Send>>,
-) -> std::result::Result<Response<T>, Status> {
-    let fut = f(server.clone());
-    match tokio::spawn(fut).await {
-        Ok(Ok(v)) => Ok(Response::new(v)),
-        Ok(Err(e)) => {
-            tracing::debug!("request failed: {e}");
-            Err(e.to_status())
+    /// Checks the caller, then runs `f` on the request on its own task, so a
+    /// client hanging up cannot cut it short.
+    async fn run<Q, T: Send + 'static>(
+        &self,
+        r: Request<Q>,
+        who: &[Component],
+        f: impl FnOnce(Arc<Server>, Q) -> Job<T>,
+    ) -> Res<T> {
+        self.allow(&r, who)?;
+        match tokio::spawn(f(self.server.clone(), r.into_inner())).await {
+            Ok(Ok(v)) => Ok(Response::new(v)),
+            Ok(Err(e)) => {
+                tracing::debug!("request failed: {e}");
+                Err(e.to_status())
+            }
+            Err(e) => {
+                Err(DaosError::new(Der::MISC, format!("request task failed: {e}")).to_status())
+            }
         }
-        Err(e) => Err(DaosError::new(Der::MISC, format!("request task failed: {e}")).to_status()),
     }
 }
 
@@ -450,48 +457,29 @@ impl Server {
 
 #[tonic::async_trait]
 impl MgmtSvc for Svc {
-    async fn system_query(
-        &self,
-        r: Request<SystemQueryReq>,
-    ) -> std::result::Result<Response<SystemQueryResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn system_query(&self, r: Request<SystemQueryReq>) -> Res<SystemQueryResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.system_query(&req.ranks).await })
         })
         .await
     }
 
-    async fn system_stop(
-        &self,
-        r: Request<SystemStopReq>,
-    ) -> std::result::Result<Response<SystemStopResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn system_stop(&self, r: Request<SystemStopReq>) -> Res<SystemStopResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.system_stop(req).await })
         })
         .await
     }
 
-    async fn system_start(
-        &self,
-        r: Request<SystemStartReq>,
-    ) -> std::result::Result<Response<SystemStartResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn system_start(&self, r: Request<SystemStartReq>) -> Res<SystemStartResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.system_start(req).await })
         })
         .await
     }
 
-    async fn leader_query(
-        &self,
-        r: Request<LeaderQueryReq>,
-    ) -> std::result::Result<Response<LeaderQueryResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        detached(&self.server, move |s| {
+    async fn leader_query(&self, r: Request<LeaderQueryReq>) -> Res<LeaderQueryResp> {
+        self.run(r, ADMIN, |s, _| {
             Box::pin(async move {
                 let ms = s.ms()?;
                 let _ = ms.wait_leader(Duration::from_secs(3)).await;
@@ -505,118 +493,72 @@ impl MgmtSvc for Svc {
         .await
     }
 
-    async fn storage_scan(
-        &self,
-        r: Request<StorageScanReq>,
-    ) -> std::result::Result<Response<StorageScanResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let usage = r.into_inner().usage;
-        detached(&self.server, move |s| {
-            Box::pin(async move { s.storage_scan(usage).await })
+    async fn storage_scan(&self, r: Request<StorageScanReq>) -> Res<StorageScanResp> {
+        self.run(r, ADMIN, |s, req| {
+            Box::pin(async move { s.storage_scan(req.usage).await })
         })
         .await
     }
 
-    async fn storage_format(
-        &self,
-        r: Request<StorageFormatReq>,
-    ) -> std::result::Result<Response<StorageFormatResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let force = r.into_inner().force;
-        detached(&self.server, move |s| {
-            Box::pin(async move { s.storage_format(force).await })
+    async fn storage_format(&self, r: Request<StorageFormatReq>) -> Res<StorageFormatResp> {
+        self.run(r, ADMIN, |s, req| {
+            Box::pin(async move { s.storage_format(req.force).await })
         })
         .await
     }
 
-    async fn pool_create(
-        &self,
-        r: Request<PoolCreateReq>,
-    ) -> std::result::Result<Response<PoolCreateResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn pool_create(&self, r: Request<PoolCreateReq>) -> Res<PoolCreateResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.pool_create(req).await })
         })
         .await
     }
 
-    async fn pool_destroy(
-        &self,
-        r: Request<PoolDestroyReq>,
-    ) -> std::result::Result<Response<PoolDestroyResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn pool_destroy(&self, r: Request<PoolDestroyReq>) -> Res<PoolDestroyResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.pool_destroy(req).await.map(|_| PoolDestroyResp {}) })
         })
         .await
     }
 
-    async fn pool_list(
-        &self,
-        r: Request<PoolListReq>,
-    ) -> std::result::Result<Response<PoolListResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        detached(&self.server, move |s| {
+    async fn pool_list(&self, r: Request<PoolListReq>) -> Res<PoolListResp> {
+        self.run(r, ADMIN, |s, _| {
             Box::pin(async move { s.pool_list().await })
         })
         .await
     }
 
-    async fn pool_query(
-        &self,
-        r: Request<PoolQueryReq>,
-    ) -> std::result::Result<Response<PoolQueryResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn pool_query(&self, r: Request<PoolQueryReq>) -> Res<PoolQueryResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.pool_query(&req.id).await })
         })
         .await
     }
 
-    async fn pool_get_prop(
-        &self,
-        r: Request<PoolGetPropReq>,
-    ) -> std::result::Result<Response<PoolGetPropResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn pool_get_prop(&self, r: Request<PoolGetPropReq>) -> Res<PoolGetPropResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.pool_get_prop(req).await })
         })
         .await
     }
 
-    async fn pool_set_prop(
-        &self,
-        r: Request<PoolSetPropReq>,
-    ) -> std::result::Result<Response<PoolSetPropResp>, Status> {
-        self.allow(&r, ADMIN)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn pool_set_prop(&self, r: Request<PoolSetPropReq>) -> Res<PoolSetPropResp> {
+        self.run(r, ADMIN, |s, req| {
             Box::pin(async move { s.pool_set_prop(req).await.map(|_| PoolSetPropResp {}) })
         })
         .await
     }
 
-    async fn server_version(
-        &self,
-        _r: Request<ServerVersionReq>,
-    ) -> std::result::Result<Response<ServerVersionResp>, Status> {
+    /// Any component may ask for the version.
+    async fn server_version(&self, _r: Request<ServerVersionReq>) -> Res<ServerVersionResp> {
         Ok(Response::new(ServerVersionResp {
             version: proto::VERSION.into(),
             host: self.server.host.clone(),
         }))
     }
 
-    async fn get_attach_info(
-        &self,
-        r: Request<GetAttachInfoReq>,
-    ) -> std::result::Result<Response<GetAttachInfoResp>, Status> {
-        self.allow(&r, ATTACH)?;
-        let req = r.into_inner();
-        detached(&self.server, move |s| {
+    async fn get_attach_info(&self, r: Request<GetAttachInfoReq>) -> Res<GetAttachInfoResp> {
+        self.run(r, ATTACH, |s, req| {
             Box::pin(async move { s.attach_info(req).await })
         })
         .await
