@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use proto::mgmt::mgmt_svc_client::MgmtSvcClient;
 use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp};
+use proto::names::error_chain;
+use proto::tls::TlsFiles;
 use proto::{DaosError, Der};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::config::{AccessPoint, CachePolicy, Config};
 use crate::error::Error;
@@ -27,8 +29,6 @@ use crate::error::Error;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one GetAttachInfo call may take once connected.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
-/// The TLS server name DAOS's server certificates carry.
-const SERVER_NAME: &str = "server";
 
 /// Where attach info comes from.
 pub(crate) trait AttachSource: Send + Sync + 'static {
@@ -44,30 +44,19 @@ pub(crate) struct GrpcSource {
 }
 
 impl GrpcSource {
-    /// Reads the TLS material the config names (unless insecure). Blocking.
+    /// Reads and checks the TLS material the config names (unless insecure). Blocking.
     pub(crate) fn new(cfg: &Config) -> Result<Self, Error> {
         let tls = if cfg.transport_config.allow_insecure {
             None
         } else {
             let t = &cfg.transport_config;
-            let read = |key: &'static str, path: std::path::PathBuf| {
-                std::fs::read(&path).map_err(|e| Error::Tls {
-                    key,
-                    path,
-                    msg: format!(
-                        "{e} (set transport_config.allow_insecure: true to run without TLS)"
-                    ),
-                })
+            let (ca_cert, cert, key) = (t.ca_cert_path(), t.cert_path(), t.key_path());
+            let files = TlsFiles {
+                ca_cert: Some(&ca_cert),
+                cert: Some(&cert),
+                key: Some(&key),
             };
-            let ca = read("ca_cert", t.ca_cert_path())?;
-            let cert = read("cert", t.cert_path())?;
-            let key = read("key", t.key_path())?;
-            Some(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(ca))
-                    .identity(Identity::from_pem(cert, key))
-                    .domain_name(SERVER_NAME),
-            )
+            Some(files.client().map_err(Error::Tls)?)
         };
         Ok(GrpcSource {
             access_points: cfg.access_points(),
@@ -130,21 +119,6 @@ fn try_next(der: Der) -> bool {
             | Der::BUSY
             | Der::SHUTDOWN
     )
-}
-
-/// An error and its sources, joined: tonic's transport errors say little at the top.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        cur = c.source();
-    }
-    s
 }
 
 impl AttachSource for GrpcSource {
@@ -333,7 +307,29 @@ mod tests {
         };
         let e = GrpcSource::new(&cfg).err().unwrap().to_string();
         assert!(
-            e.contains("transport_config.ca_cert") && e.contains("allow_insecure"),
+            e.contains("transport_config.ca_cert /nonexistent/ca.crt")
+                && e.contains("allow_insecure"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn non_pem_tls_files_are_refused_at_startup() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let cfg = Config {
+            transport_config: crate::config::TransportConfig {
+                allow_insecure: false,
+                ca_cert: Some(junk.clone()),
+                cert: Some(junk.clone()),
+                key: Some(junk),
+            },
+            ..Config::default()
+        };
+        let e = GrpcSource::new(&cfg).err().unwrap().to_string();
+        assert!(
+            e.contains("transport_config.ca_cert") && e.contains("no PEM certificate"),
             "{e}"
         );
     }

@@ -8,7 +8,6 @@
 //! rest of the agent never sees an unresolved value.
 
 use std::fmt;
-use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,11 +29,6 @@ pub const DEFAULT_CERT: &str = "/etc/daos/certs/agent.crt";
 pub const DEFAULT_TLS_KEY: &str = "/etc/daos/certs/agent.key";
 /// File name of the credential signing key inside `runtime_dir` by default.
 pub const DEFAULT_CRED_KEY_NAME: &str = "agent_cred.key";
-/// The log masks accepted in `log_mask` / `control_log_mask` (case-insensitive).
-pub const LOG_MASKS: &[&str] = &[
-    "DISABLED", "TRACE", "DEBUG", "DBUG", "INFO", "NOTICE", "NOTE", "WARN", "WARNING", "ERROR",
-    "ERR", "CRIT", "ALRT", "EMRG", "EMIT",
-];
 
 /// The whole agent configuration, as `daos_agent.yml` spells it.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -163,65 +157,28 @@ pub struct CredentialConfig {
     pub client_user_map: Option<Value>,
 }
 
-/// A management server address, `host:port`.
+/// A management server address, `host:port` (an IPv6 host in brackets).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessPoint {
-    pub host: String,
-    pub port: u16,
-}
+pub struct AccessPoint(String);
 
 impl AccessPoint {
-    /// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address;
-    /// `default_port` fills a missing port. `None` if it is none of these.
-    pub fn parse(s: &str, default_port: u16) -> Option<AccessPoint> {
-        let s = s.trim();
-        if s.is_empty() || s.contains(char::is_whitespace) || s.contains('/') {
-            return None;
-        }
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']')?;
-            h.parse::<Ipv6Addr>().ok()?;
-            let port = match after {
-                "" => default_port,
-                p => p.strip_prefix(':')?.parse().ok()?,
-            };
-            (h, port)
-        } else {
-            match s.matches(':').count() {
-                0 => (s, default_port),
-                1 => {
-                    let (h, p) = s.split_once(':')?;
-                    (h, p.parse().ok()?)
-                }
-                _ => {
-                    s.parse::<Ipv6Addr>().ok()?;
-                    (s, default_port)
-                }
-            }
-        };
-        if host.is_empty() || port == 0 {
-            return None;
-        }
-        Some(AccessPoint {
-            host: host.to_string(),
-            port,
-        })
+    /// Parses `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address
+    /// ([`proto::names::with_port`]); `default_port` fills a missing port. The
+    /// error says what is wrong with `s`.
+    pub fn parse(s: &str, default_port: u16) -> Result<AccessPoint, String> {
+        proto::names::with_port(s, default_port).map(AccessPoint)
     }
 
     /// The gRPC endpoint URI: `https://` with TLS, `http://` without.
     pub fn uri(&self, tls: bool) -> String {
         let scheme = if tls { "https" } else { "http" };
-        format!("{scheme}://{self}")
+        format!("{scheme}://{}", self.0)
     }
 }
 
 impl fmt::Display for AccessPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        f.write_str(&self.0)
     }
 }
 
@@ -262,26 +219,6 @@ impl ConfigError {
             _ => None,
         }
     }
-}
-
-/// Maps a DAOS log mask (`INFO`, `debug`, `ERR`, or `INFO,MGMT=DEBUG`: the first
-/// entry counts) to a tracing level. `None` if it is not a mask.
-pub fn log_level(mask: &str) -> Option<LevelFilter> {
-    let first = mask
-        .split(',')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_uppercase();
-    Some(match first.as_str() {
-        "DISABLED" => LevelFilter::OFF,
-        "TRACE" => LevelFilter::TRACE,
-        "DEBUG" | "DBUG" => LevelFilter::DEBUG,
-        "INFO" => LevelFilter::INFO,
-        "NOTICE" | "NOTE" | "WARN" | "WARNING" => LevelFilter::WARN,
-        "ERROR" | "ERR" | "CRIT" | "ALRT" | "EMRG" | "EMIT" => LevelFilter::ERROR,
-        _ => return None,
-    })
 }
 
 impl Config {
@@ -327,7 +264,7 @@ impl Config {
     pub fn access_points(&self) -> Vec<AccessPoint> {
         self.access_point_strings()
             .iter()
-            .filter_map(|s| AccessPoint::parse(s, self.port))
+            .filter_map(|s| AccessPoint::parse(s, self.port).ok())
             .collect()
     }
 
@@ -356,9 +293,12 @@ impl Config {
             .unwrap_or(DEFAULT_LOG_MASK)
     }
 
-    /// The level the log mask names (INFO if it names none; validation rejects that).
+    /// The level the log mask names ([`proto::log_mask_level`]; INFO if it names
+    /// none, which validation rejects).
     pub fn log_level(&self) -> LevelFilter {
-        log_level(self.log_mask()).unwrap_or(LevelFilter::INFO)
+        proto::log_mask_level(self.log_mask())
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(LevelFilter::INFO)
     }
 
     /// How attach info is cached.
@@ -418,21 +358,8 @@ impl Config {
             key: key.to_string(),
             msg,
         };
-        if self.name.is_empty()
-            || self.name.len() > 63
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
-            return Err(bad(
-                "name",
-                format!(
-                    "{:?} is not a valid system name: use 1-63 letters, digits, '_', '-' or '.' (the servers' `name`)",
-                    self.name
-                ),
-            ));
-        }
+        proto::names::check_system_name(&self.name)
+            .map_err(|m| bad("name", format!("{m} (the servers' `name`)")))?;
         if self.port == 0 {
             return Err(bad(
                 "port",
@@ -458,10 +385,10 @@ impl Config {
             ));
         }
         for a in &aps {
-            if AccessPoint::parse(a, self.port).is_none() {
+            if let Err(e) = AccessPoint::parse(a, self.port) {
                 return Err(bad(
                     key,
-                    format!("{a:?} is not host[:port] (e.g. server1, 10.0.0.1:10001, [::1]:10001)"),
+                    format!("{e}: list servers as host[:port] (e.g. server1, 10.0.0.1:10001, [::1]:10001)"),
                 ));
             }
         }
@@ -480,12 +407,12 @@ impl Config {
             ("control_log_mask", &self.control_log_mask),
         ] {
             if let Some(m) = v {
-                if log_level(m).is_none() {
+                if proto::log_mask_level(m).is_none() {
                     return Err(bad(
                         k,
                         format!(
                             "{m:?} is not a log mask; use one of {}",
-                            LOG_MASKS.join(", ")
+                            proto::LOG_MASKS.join(", ")
                         ),
                     ));
                 }
@@ -559,10 +486,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(
             c.access_points(),
-            vec![AccessPoint {
-                host: "localhost".into(),
-                port: 10001
-            }]
+            vec![AccessPoint("localhost:10001".into())]
         );
         assert_eq!(c.socket_path(), Path::new("/var/run/daos_agent/daos_sock"));
         assert_eq!(
@@ -696,13 +620,7 @@ mod tests {
         let c =
             Config::parse_and_validate("mgmt_svc_replicas: ['s1:10002']\ntelemetry_port: 1\n", "t")
                 .unwrap();
-        assert_eq!(
-            c.access_points(),
-            vec![AccessPoint {
-                host: "s1".into(),
-                port: 10002
-            }]
-        );
+        assert_eq!(c.access_points(), vec![AccessPoint("s1:10002".into())]);
         let w = c.warnings();
         assert!(
             w.iter().any(|w| w.starts_with("mgmt_svc_replicas")),
@@ -722,9 +640,9 @@ mod tests {
         assert_eq!(p("h:8").unwrap().uri(true), "https://h:8");
         assert_eq!(p("h:8").unwrap().uri(false), "http://h:8");
         for bad in [
-            "", ":1", "h:", "h:0", "h:x", "[::1", "[x]:1", "[::1]1", "a b", "a:b:c",
+            "", ":1", "h:", "h:0", "h:x", "[::1", "[x]:1", "[::1]1", "a b", "a:b:c", "a/b",
         ] {
-            assert!(p(bad).is_none(), "{bad:?}");
+            assert!(p(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -737,9 +655,16 @@ mod tests {
         assert_eq!(c.cache_policy(), CachePolicy::For(Duration::from_secs(120)));
         c.disable_caching = true;
         assert_eq!(c.cache_policy(), CachePolicy::Disabled);
-        assert_eq!(log_level("notice"), Some(LevelFilter::WARN));
-        assert_eq!(log_level("DISABLED"), Some(LevelFilter::OFF));
-        assert_eq!(log_level("DBUG,MGMT=ERR"), Some(LevelFilter::DEBUG));
+        let level = |m: &str| {
+            Config {
+                log_mask: Some(m.into()),
+                ..Config::default()
+            }
+            .log_level()
+        };
+        assert_eq!(level("notice"), LevelFilter::WARN);
+        assert_eq!(level("DISABLED"), LevelFilter::OFF);
+        assert_eq!(level("DBUG,MGMT=ERR"), LevelFilter::DEBUG);
         let c = Config {
             control_log_mask: Some("ERR".into()),
             ..Config::default()

@@ -20,6 +20,7 @@ use nix::unistd::{Gid, Group, Uid, User};
 use proto::auth::CredSigner;
 use proto::auth_pb::AuthSys;
 use proto::drpc::PeerCred;
+use proto::names::principal;
 use proto::{DaosError, Der};
 
 use crate::error::Error;
@@ -77,11 +78,6 @@ impl IdentityDb for SystemDb {
                 )
             })
     }
-}
-
-/// The principal DAOS ACLs name a user or group by: `name@`.
-fn principal(name: &str) -> String {
-    format!("{name}@")
 }
 
 /// Now, in ns since the epoch (0 if the clock is before it).

@@ -24,13 +24,10 @@ pub enum Error {
     #[error("credential_key {}: {msg}", path.display())]
     Key { path: PathBuf, msg: String },
 
-    /// TLS material for the management channel is missing or unusable.
-    #[error("transport_config.{key} {}: {msg}", path.display())]
-    Tls {
-        key: &'static str,
-        path: PathBuf,
-        msg: String,
-    },
+    /// TLS material for the management channel is missing or unusable (the
+    /// message names the key and the path).
+    #[error("{0} (set transport_config.allow_insecure: true to run without TLS)")]
+    Tls(#[source] proto::tls::TlsError),
 
     /// Another agent already answers on the socket.
     #[error("another daos_agent is already listening on {}; stop it or set a different runtime_dir", path.display())]

@@ -25,7 +25,9 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, PermissionsExt as 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use proto::drpc::Limits;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -34,6 +36,16 @@ pub use error::Error;
 use attach::{AttachCache, GrpcSource};
 use creds::SystemDb;
 use handler::AgentHandler;
+
+/// What the agent's listener tolerates. The socket is 0666, so any local user
+/// can connect: calls are a few hundred bytes, so 64 KiB frames are plenty; the
+/// connection cap and the body timeout keep one user from holding the agent's
+/// memory or every connection slot.
+const LIMITS: Limits = Limits {
+    max_frame: 64 << 10,
+    max_conns: 1024,
+    body_timeout: Duration::from_secs(5),
+};
 
 /// Serves the agent socket until `shutdown` is cancelled, then removes it.
 ///
@@ -49,7 +61,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     let listener = tokio::net::UnixListener::from_std(listener)
         .map_err(|e| Error::io("agent socket", &guard.path, e))?;
     tracing::info!(socket = %guard.path.display(), pid = std::process::id(), "daos_agent {} listening", proto::VERSION);
-    proto::drpc::serve(listener, Arc::new(handler), shutdown.cancelled()).await;
+    proto::drpc::serve_with(listener, Arc::new(handler), shutdown.cancelled(), LIMITS).await;
     tracing::info!("daos_agent shutting down");
     drop(guard);
     Ok(())

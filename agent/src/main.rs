@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("daos_agent: {e:#}");
+            eprintln!("daos_agent: {}", proto::names::error_chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -134,7 +134,10 @@ fn start(cli: &Cli, args: &StartArgs) -> anyhow::Result<()> {
     });
     rt.shutdown_timeout(Duration::from_secs(2));
     if let (Err(e), true) = (&result, logs_to_file) {
-        tracing::error!("daos_agent failed: {e:#}");
+        tracing::error!(
+            "daos_agent failed: {}",
+            proto::names::error_chain(e.as_ref())
+        );
     }
     result
 }

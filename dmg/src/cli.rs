@@ -79,7 +79,7 @@ pub enum SystemCommand {
     },
     /// Stop ranks (all by default)
     Stop {
-        /// Stop even if pools would lose a service replica
+        /// Skip the engines' PrepShutdown and kill them with SIGKILL
         #[arg(long)]
         force: bool,
         /// Only these ranks, e.g. 0-3,5
@@ -140,10 +140,11 @@ pub enum PoolCommand {
     Destroy {
         /// Pool label or UUID
         pool: String,
-        /// Destroy even if the pool has open handles
+        /// Destroy even if some ranks cannot be reached (their shards are removed when they
+        /// rejoin)
         #[arg(short, long)]
         force: bool,
-        /// Destroy even if the pool holds containers
+        /// Also destroy the pool's containers (accepted; no effect until containers exist)
         #[arg(short, long)]
         recursive: bool,
     },

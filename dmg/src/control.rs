@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use proto::der::DER_METADATA_KEY;
 use proto::mgmt::mgmt_svc_client::MgmtSvcClient;
+use proto::names::error_chain;
+use proto::tls::TlsFiles;
 use proto::{DaosError, Der};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tracing::{debug, warn};
 
-use crate::config::{ControlConfig, TransportConfig};
+use crate::config::ControlConfig;
 use crate::error::Error;
 
 /// A connected management client.
@@ -61,10 +63,16 @@ pub struct ControlClient {
 impl ControlClient {
     /// Builds a client for `addrs`; with `insecure` false, loads the certificates.
     pub fn new(cfg: &ControlConfig, addrs: Vec<String>, insecure: bool) -> Result<Self, Error> {
-        let tls = if insecure || cfg.transport_config.allow_insecure {
+        let t = &cfg.transport_config;
+        let tls = if insecure || t.allow_insecure {
             None
         } else {
-            Some(tls_config(&cfg.transport_config)?)
+            let files = TlsFiles {
+                ca_cert: Some(&t.ca_cert),
+                cert: Some(&t.cert),
+                key: Some(&t.key),
+            };
+            Some(files.client().map_err(Error::Tls)?)
         };
         Ok(ControlClient { addrs, tls })
     }
@@ -78,18 +86,18 @@ impl ControlClient {
         let unreachable = |msg: String| DaosError::new(Der::UNREACH, format!("{addr}: {msg}"));
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
-            .map_err(|e| DaosError::new(Der::INVAL, format!("{addr}: {}", chain(&e))))?
+            .map_err(|e| DaosError::new(Der::INVAL, format!("{addr}: {}", error_chain(&e))))?
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())
-                .map_err(|e| DaosError::new(Der::INVAL, format!("{addr}: {}", chain(&e))))?;
+                .map_err(|e| DaosError::new(Der::INVAL, format!("{addr}: {}", error_chain(&e))))?;
         }
         debug!(%addr, tls = self.tls.is_some(), "connecting");
         // The connect timeout bounds TCP; this bounds the TLS and HTTP/2 handshakes too.
         match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
             Ok(Ok(channel)) => Ok(MgmtSvcClient::new(channel)),
-            Ok(Err(e)) => Err(unreachable(chain(&e))),
+            Ok(Err(e)) => Err(unreachable(error_chain(&e))),
             Err(_) => Err(unreachable(format!(
                 "no connection within {}s",
                 CONNECT_TIMEOUT.as_secs()
@@ -207,7 +215,7 @@ async fn invoke<R>(
             if status.metadata().get(DER_METADATA_KEY).is_none() {
                 let mut msg = format!("{addr}: {}", status.message());
                 if let Some(src) = std::error::Error::source(&status) {
-                    msg = format!("{msg}: {}", chain(src));
+                    msg = format!("{msg}: {}", error_chain(src));
                 }
                 err.msg = msg;
             }
@@ -233,66 +241,10 @@ pub fn leader_hint(msg: &str) -> Option<String> {
     (!host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)).then(|| addr.to_string())
 }
 
-/// Joins an error and its sources, skipping repeats ("transport error: tcp
-/// connect error: Connection refused (os error 111)").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
-}
-
-/// Reads the CA certificate and this client's identity, and checks that rustls
-/// accepts them.
-fn tls_config(t: &TransportConfig) -> Result<ClientTlsConfig, Error> {
-    let read = |key: &'static str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| Error::Tls {
-            key,
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })
-    };
-    // rustls skips what is not PEM, so an empty or wrong file would only show
-    // up as a failed handshake: check for the expected blocks here.
-    let pem = |key: &'static str, path: &std::path::Path, marker: &str, what: &str| {
-        let bytes = read(key, path)?;
-        let text = String::from_utf8_lossy(&bytes);
-        if !text.contains("-----BEGIN ") || !text.contains(marker) {
-            return Err(Error::Tls {
-                key,
-                path: path.to_path_buf(),
-                msg: format!("no PEM {what} in the file"),
-            });
-        }
-        Ok(bytes)
-    };
-    let ca = pem("ca_cert", &t.ca_cert, "CERTIFICATE-----", "certificate")?;
-    let cert = pem("cert", &t.cert, "CERTIFICATE-----", "certificate")?;
-    let key = pem("key", &t.key, "PRIVATE KEY-----", "private key")?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name("server");
-    // Building an endpoint parses the PEM files, so a bad file fails here.
-    Endpoint::from_static("https://server")
-        .tls_config(tls.clone())
-        .map_err(|e| Error::Tls {
-            key: "cert",
-            path: t.cert.clone(),
-            msg: format!("unusable certificates or key: {}", chain(&e)),
-        })?;
-    Ok(tls)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TransportConfig;
 
     #[test]
     fn finds_the_leader_in_a_not_leader_message() {
@@ -309,6 +261,14 @@ mod tests {
         assert_eq!(leader_hint("leader: h:0"), None);
     }
 
+    fn secure_client(t: TransportConfig) -> Result<ControlClient, Error> {
+        let cfg = ControlConfig {
+            transport_config: t,
+            ..ControlConfig::default()
+        };
+        ControlClient::new(&cfg, vec!["h:1".to_string()], false)
+    }
+
     #[test]
     fn missing_certificates_name_the_key_and_path() {
         let t = TransportConfig {
@@ -317,9 +277,12 @@ mod tests {
             cert: "/nonexistent/admin.crt".into(),
             key: "/nonexistent/admin.key".into(),
         };
-        let e = tls_config(&t).unwrap_err().to_string();
+        let e = secure_client(t).unwrap_err();
+        assert_eq!(e.der(), Der::INVAL);
+        let e = e.to_string();
         assert!(e.contains("transport_config.ca_cert"), "{e}");
         assert!(e.contains("/nonexistent/ca.crt"), "{e}");
+        assert!(e.contains("pass -i"), "{e}");
     }
 
     #[test]
@@ -343,7 +306,7 @@ mod tests {
             cert: junk.clone(),
             key: junk,
         };
-        let e = tls_config(&t).unwrap_err().to_string();
+        let e = secure_client(t).unwrap_err().to_string();
         assert!(
             e.contains("transport_config.ca_cert") && e.contains("no PEM certificate"),
             "{e}"

@@ -16,17 +16,12 @@ pub enum Error {
     #[error("config {}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
 
-    /// A certificate or key named by `transport_config` that cannot be used.
+    /// A certificate or key named by `transport_config` that cannot be used
+    /// (the message names the key and the path).
     #[error(
-        "transport_config.{key} {}: {msg} (set transport_config.allow_insecure: true or pass -i \
-         for an insecure connection)",
-        path.display()
+        "{0} (set transport_config.allow_insecure: true or pass -i for an insecure connection)"
     )]
-    Tls {
-        key: &'static str,
-        path: PathBuf,
-        msg: String,
-    },
+    Tls(#[source] proto::tls::TlsError),
 
     /// A request the servers refused or could not answer.
     #[error("{what}: {source}")]
@@ -53,7 +48,7 @@ impl Error {
     /// The DER code reported as the JSON `status`.
     pub fn der(&self) -> Der {
         match self {
-            Error::Usage(_) | Error::Config { .. } | Error::Tls { .. } => Der::INVAL,
+            Error::Usage(_) | Error::Config { .. } | Error::Tls(_) => Der::INVAL,
             Error::Daos { source, .. } => source.der,
             Error::Runtime(_) => Der::MISC,
         }

@@ -9,7 +9,7 @@ pub fn resolve<S: AsRef<str>>(entries: &[S], port: u16) -> Result<Vec<String>, S
     for entry in entries {
         for part in split(entry.as_ref()) {
             for host in expand(part)? {
-                let addr = with_port(&host, port)?;
+                let addr = proto::names::with_port(&host, port)?;
                 if !out.contains(&addr) {
                     out.push(addr);
                 }
@@ -86,38 +86,6 @@ fn expand(host: &str) -> Result<Vec<String>, String> {
         }
     }
     Ok(out)
-}
-
-/// Adds `port` to a host that has none and checks the one it has.
-fn with_port(host: &str, port: u16) -> Result<String, String> {
-    let check = |p: &str| -> Result<u16, String> {
-        match p.parse::<u16>() {
-            Ok(n) if n != 0 => Ok(n),
-            _ => Err(format!(
-                "invalid port {p:?} in host {host:?}: expected 1-65535"
-            )),
-        }
-    };
-    if let Some(rest) = host.strip_prefix('[') {
-        let Some((addr, tail)) = rest.split_once(']') else {
-            return Err(format!("invalid host {host:?}: unbalanced '['"));
-        };
-        return match tail {
-            "" => Ok(format!("[{addr}]:{port}")),
-            t => match t.strip_prefix(':') {
-                Some(p) => Ok(format!("[{addr}]:{}", check(p)?)),
-                None => Err(format!("invalid host {host:?}: expected [address]:port")),
-            },
-        };
-    }
-    match host.matches(':').count() {
-        0 => Ok(format!("{host}:{port}")),
-        1 => match host.split_once(':') {
-            Some((h, p)) if !h.is_empty() => Ok(format!("{h}:{}", check(p)?)),
-            _ => Err(format!("invalid host {host:?}: expected host[:port]")),
-        },
-        _ => Ok(format!("[{host}]:{port}")),
-    }
 }
 
 /// Names to print for addresses: the host alone when every address has the same

@@ -26,8 +26,9 @@ use crate::Context;
 /// The tier ratio DAOS uses when `--tier-ratio` is not given: 6% SCM, 94% NVMe.
 const DEFAULT_TIER_RATIO: [f64; 2] = [6.0, 94.0];
 
-/// Properties DAOS fixes at pool creation.
-const CREATE_ONLY_PROPS: [&str; 4] = ["perf_domain", "rd_fac", "ec_pda", "rp_pda"];
+/// Properties the server fixes at pool creation (its `set-prop` refuses them too;
+/// checked here so the error comes before anything is sent).
+const CREATE_ONLY_PROPS: [&str; 3] = ["perf_domain", "ec_pda", "rp_pda"];
 
 /// A pool command with its arguments checked and its request built.
 #[derive(Debug, Clone, PartialEq)]
@@ -263,31 +264,6 @@ pub fn parse_tier_ratio(s: &str) -> Result<Vec<f64>, Error> {
     Ok(pcts)
 }
 
-/// Checks a pool label as DAOS does: 1-127 of `A-Za-z0-9_.:-`, and not a UUID.
-fn check_label(label: &str) -> Result<(), Error> {
-    let bad = |why: &str| Error::Usage(format!("invalid pool label {label:?}: {why}"));
-    if label.is_empty() || label.len() > 127 {
-        return Err(bad("must be 1 to 127 characters"));
-    }
-    if let Some(c) = label
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c)))
-    {
-        return Err(bad(&format!(
-            "{c:?} is not allowed (letters, digits, '_', '.', ':' and '-' are)"
-        )));
-    }
-    let groups: Vec<&str> = label.split('-').collect();
-    let uuid_like = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
-        && groups
-            .iter()
-            .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()));
-    if uuid_like {
-        return Err(bad("a label cannot be a UUID"));
-    }
-    Ok(())
-}
-
 /// Reads an ACL file: one ACE (`A::OWNER@:rw`) per line, `#` comments.
 pub fn read_acl(path: &Path) -> Result<Vec<String>, Error> {
     let text = std::fs::read_to_string(path)
@@ -319,15 +295,6 @@ fn parse_acl(text: &str) -> Result<Vec<String>, String> {
         aces.push(ace.to_string());
     }
     Ok(aces)
-}
-
-/// An ACL principal as DAOS writes it: `name@`.
-fn principal(name: &str) -> String {
-    if name.contains('@') {
-        name.to_string()
-    } else {
-        format!("{name}@")
-    }
 }
 
 /// The invoking user's and group's names, as pool owners.
@@ -430,7 +397,7 @@ fn create_request(a: PoolCreateArgs) -> Result<(PoolCreateReq, String), Error> {
         }
         _ => return Err(usage("give the label once (LABEL, --label or -P label:)")),
     };
-    check_label(&label)?;
+    proto::names::check_label(&label).map_err(Error::Usage)?;
 
     req.label = label;
     req.properties = properties;
@@ -447,8 +414,11 @@ fn create_request(a: PoolCreateArgs) -> Result<(PoolCreateReq, String), Error> {
             (u.unwrap_or(du), g.unwrap_or(dg))
         }
     };
-    req.user = principal(&user);
-    req.user_group = principal(&group);
+    req.user = proto::names::principal(&user);
+    req.user_group = proto::names::principal(&group);
+    if req.user.is_empty() || req.user_group.is_empty() {
+        return Err(usage("--user and --group must name a user and a group"));
+    }
     if let Some(path) = &a.acl_file {
         req.acl = read_acl(path)?;
     }
@@ -847,6 +817,8 @@ mod tests {
             assert!(e.to_string().contains(want), "{args:?}: {e}");
             assert_eq!(e.der(), Der::INVAL);
         }
+        let e = prepare(&["create", "tank", "-z", "1G", "-u", " ", "-g", "staff"]).unwrap_err();
+        assert!(e.to_string().contains("--user and --group"), "{e}");
         // The label may come from -P alone.
         let (req, _) = create(&["-z", "1G", "-P", "label:fromprop"]).unwrap();
         assert_eq!(req.label, "fromprop");
@@ -894,8 +866,10 @@ mod tests {
         assert!(matches!(job, Job::SetProp(_)));
         assert!(prepare(&["set-prop", "tank"]).is_err());
         assert!(prepare(&["set-prop", "tank", "a:b", "-P", "c:d"]).is_err());
-        let e = prepare(&["set-prop", "tank", "rd_fac:1"]).unwrap_err();
-        assert!(e.to_string().contains("rd_fac"));
+        for p in CREATE_ONLY_PROPS {
+            let e = prepare(&["set-prop", "tank", &format!("{p}:1")]).unwrap_err();
+            assert!(e.to_string().contains(p), "{e}");
+        }
         let job = prepare(&["get-prop", "tank", "label, reclaim"]).unwrap();
         assert_eq!(
             job,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::storage::{
     pool_dir, vos_path, ShardRec, Storage, TargetShard, EXTENT_ALIGN, SCM_ALIGN, SHARD_VERSION,
 };
-use crate::targets::{Targets, TgtReq};
+use crate::targets::{Targets, TgtOp};
 
 pub struct Engine {
     storage: Mutex<Storage>,
@@ -201,21 +201,21 @@ impl Engine {
         let dir = pool_dir(&st.scm_mount, &rec.pool_uuid);
         proto::durable::create_dir_all_durable(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let reqs = rec
+        let ops = rec
             .targets
             .iter()
             .map(|t| {
                 let path = vos_path(&st.scm_mount, &rec.pool_uuid, t.tgt);
-                let scm_bytes = t.scm_bytes;
-                let make: Box<dyn FnOnce(_) -> TgtReq> = Box::new(move |reply| TgtReq::CreateVos {
-                    path,
-                    scm_bytes,
-                    reply,
-                });
-                (t.tgt, make)
+                (
+                    t.tgt,
+                    TgtOp::CreateVos {
+                        path,
+                        scm_bytes: t.scm_bytes,
+                    },
+                )
             })
             .collect();
-        self.targets.run_all(reqs).into_iter().collect()
+        self.targets.run_all(ops).into_iter().collect()
     }
 
     /// Frees a pool's shard. A pool this engine does not have is an error only if
@@ -241,17 +241,19 @@ impl Engine {
             )
             .into());
         };
-        let reqs = rec
+        let ops = rec
             .targets
             .iter()
             .map(|t| {
-                let path = vos_path(&st.scm_mount, uuid, t.tgt);
-                let make: Box<dyn FnOnce(_) -> TgtReq> =
-                    Box::new(move |reply| TgtReq::DestroyVos { path, reply });
-                (t.tgt, make)
+                (
+                    t.tgt,
+                    TgtOp::DestroyVos {
+                        path: vos_path(&st.scm_mount, uuid, t.tgt),
+                    },
+                )
             })
             .collect();
-        for r in self.targets.run_all(reqs) {
+        for r in self.targets.run_all(ops) {
             if let Err(e) = r {
                 tracing::warn!(pool = uuid, "destroy: {e}");
             }

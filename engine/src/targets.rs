@@ -1,9 +1,9 @@
 //! Targets: one OS thread each, owning its share of every pool on this engine.
 //!
 //! A target's files are touched only by its own thread. Control operations run
-//! on a blocking thread (never on the tokio runtime): they send a request on each
-//! target's bounded channel first, then collect the replies, so the targets work
-//! in parallel.
+//! on a blocking thread (never on the tokio runtime): they send an operation on
+//! each target's bounded channel first, then collect the replies, so the targets
+//! work in parallel.
 
 use std::fs::OpenOptions;
 use std::path::PathBuf;
@@ -12,19 +12,15 @@ use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 
-pub enum TgtReq {
+/// Work a target does on its own files.
+pub enum TgtOp {
     /// Creates the target's VOS file for a pool, preallocated to `scm_bytes`.
-    CreateVos {
-        path: PathBuf,
-        scm_bytes: u64,
-        reply: SyncSender<Result<()>>,
-    },
+    CreateVos { path: PathBuf, scm_bytes: u64 },
     /// Removes the target's VOS file.
-    DestroyVos {
-        path: PathBuf,
-        reply: SyncSender<Result<()>>,
-    },
+    DestroyVos { path: PathBuf },
 }
+
+type TgtReq = (TgtOp, SyncSender<Result<()>>);
 
 pub struct Targets {
     /// The request channel of each target, indexed by target number.
@@ -52,12 +48,9 @@ impl Targets {
         self.list.len() as u32
     }
 
-    /// Sends one request to each listed target, then waits for every reply.
+    /// Sends each operation to its target, then waits for every reply, in order.
     /// Blocks: call it from a blocking thread.
-    pub fn run_all(
-        &self,
-        reqs: Vec<(u32, Box<dyn FnOnce(SyncSender<Result<()>>) -> TgtReq>)>,
-    ) -> Vec<Result<()>> {
+    pub fn run_all(&self, ops: Vec<(u32, TgtOp)>) -> Vec<Result<()>> {
         let gone = |tgt: u32| {
             Error::io(
                 format!("target {tgt}"),
@@ -65,12 +58,12 @@ impl Targets {
             )
         };
         let mut waits: Vec<(u32, Option<Receiver<Result<()>>>)> = Vec::new();
-        for (tgt, make) in reqs {
+        for (tgt, op) in ops {
             let (reply, rx) = mpsc::sync_channel(1);
             let sent = self
                 .list
                 .get(tgt as usize)
-                .is_some_and(|t| t.send(make(reply)).is_ok());
+                .is_some_and(|t| t.send((op, reply)).is_ok());
             waits.push((tgt, sent.then_some(rx)));
         }
         waits
@@ -94,24 +87,16 @@ impl Targets {
 fn target_main(tgt: u32, rx: Receiver<TgtReq>) {
     let span = tracing::info_span!("tgt", tgt);
     let _g = span.enter();
-    while let Ok(req) = rx.recv() {
-        match req {
-            TgtReq::CreateVos {
-                path,
-                scm_bytes,
-                reply,
-            } => {
-                let _ = reply.send(create_vos(&path, scm_bytes));
-            }
-            TgtReq::DestroyVos { path, reply } => {
-                let r = match std::fs::remove_file(&path) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-                };
-                let _ = reply.send(r);
-            }
-        }
+    while let Ok((op, reply)) = rx.recv() {
+        let r = match op {
+            TgtOp::CreateVos { path, scm_bytes } => create_vos(&path, scm_bytes),
+            TgtOp::DestroyVos { path } => match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+            },
+        };
+        let _ = reply.send(r);
     }
 }
 

@@ -4,9 +4,12 @@
 //! the caller's uid/gid from the kernel and signs the result. The credential is
 //! opaque here; engines verify it with the agent's public key.
 //!
-//! One [`AgentClient`] holds one connection and makes one call at a time;
-//! the agent answers failures in the response's `status`, which this module
-//! turns into [`Error::Daos`].
+//! One [`AgentClient`] holds one connection and makes one call at a time.
+//! After a call that broke the connection (I/O error, timeout, a reply out of
+//! sequence) the next call connects afresh: [`DrpcClient`] does that, so a
+//! restarted agent is picked up without a new client. The agent answers
+//! failures in the response's `status`, which this module turns into
+//! [`Error::Daos`]; dRPC failures get `proto`'s DER codes.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,7 +43,6 @@ pub fn socket_path(dir: Option<&Path>) -> PathBuf {
 
 /// A connection to the local daos_agent.
 pub struct AgentClient {
-    path: PathBuf,
     conn: DrpcClient,
 }
 
@@ -54,20 +56,17 @@ impl AgentClient {
     pub async fn connect_socket(path: &Path) -> Result<Self, Error> {
         let conn = DrpcClient::connect(path)
             .await
-            .map_err(|source| Error::AgentUnreachable {
+            .map_err(|e| Error::AgentUnreachable {
                 path: path.to_path_buf(),
-                source,
+                source: DaosError::from(e),
             })?
             .with_timeout(CALL_TIMEOUT);
-        Ok(AgentClient {
-            path: path.to_path_buf(),
-            conn,
-        })
+        Ok(AgentClient { conn })
     }
 
     /// The socket this client is connected to.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.conn.path()
     }
 
     async fn call<Req: prost::Message, Resp: prost::Message + Default>(
@@ -76,20 +75,19 @@ impl AgentClient {
         method: i32,
         req: &Req,
     ) -> Result<Resp, Error> {
-        self.conn
-            .call(module, method, req)
-            .await
-            .map_err(|source| match source {
-                // The agent went away between calls: same advice as a failed connect.
-                DrpcError::Closed | DrpcError::Io(_) => Error::AgentUnreachable {
-                    path: self.path.clone(),
-                    source,
-                },
-                source => Error::Agent {
-                    path: self.path.clone(),
-                    source,
-                },
-            })
+        self.conn.call(module, method, req).await.map_err(|e| {
+            // The agent went away: same advice as a failed connect.
+            let gone = matches!(
+                e,
+                DrpcError::Connect { .. } | DrpcError::Closed | DrpcError::Io(_)
+            );
+            let (path, source) = (self.conn.path().to_path_buf(), DaosError::from(e));
+            if gone {
+                Error::AgentUnreachable { path, source }
+            } else {
+                Error::Agent { path, source }
+            }
+        })
     }
 
     /// The attach info of system `sys` (empty: the agent's system): the ranks'
@@ -239,6 +237,57 @@ mod tests {
         let e = c.get_attach_info("s").await.unwrap_err();
         assert_eq!(e.der(), Der::MISC);
         assert!(e.to_string().contains("-77777"), "{e}");
+    }
+
+    /// Knows no module: an agent too old or too new for this client.
+    struct Nothing;
+
+    impl Handler for Nothing {
+        async fn handle(
+            &self,
+            _c: ConnInfo,
+            _module: i32,
+            _method: i32,
+            _body: Vec<u8>,
+        ) -> Result<Vec<u8>, HandlerError> {
+            Err(HandlerError::UnknownMethod)
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_method_is_nosys() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = proto::drpc::bind(&dir.path().join(proto::AGENT_SOCK_NAME)).unwrap();
+        tokio::spawn(proto::drpc::serve(
+            l,
+            Arc::new(Nothing),
+            std::future::pending(),
+        ));
+        let mut c = AgentClient::connect(Some(dir.path())).await.unwrap();
+        let e = c.request_credential().await.unwrap_err();
+        assert!(matches!(e, Error::Agent { .. }), "{e}");
+        assert_eq!(e.der(), Der::NOSYS);
+        // A status failure leaves the connection usable.
+        assert_eq!(c.get_attach_info("s").await.unwrap_err().der(), Der::NOSYS);
+    }
+
+    #[tokio::test]
+    async fn the_call_after_a_broken_connection_reconnects() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = proto::drpc::bind(&dir.path().join(proto::AGENT_SOCK_NAME)).unwrap();
+        tokio::spawn(async move {
+            // The first connection is dropped after its first call, unanswered.
+            let (mut s, _) = l.accept().await.unwrap();
+            let _ = proto::drpc::read_frame::<_, proto::drpc::Call>(&mut s).await;
+            drop(s);
+            proto::drpc::serve(l, Arc::new(Fake { status: 0 }), std::future::pending()).await;
+        });
+        let mut c = AgentClient::connect(Some(dir.path())).await.unwrap();
+        let e = c.get_attach_info("s").await.unwrap_err();
+        assert!(matches!(e, Error::AgentUnreachable { .. }), "{e}");
+        assert_eq!(e.der(), Der::UNREACH);
+        assert!(e.to_string().contains("is daos_agent running?"), "{e}");
+        assert_eq!(c.get_attach_info("s").await.unwrap().data_version, 9);
     }
 
     #[tokio::test]

@@ -4,20 +4,24 @@
 
 use std::path::PathBuf;
 
-use proto::drpc::DrpcError;
 use proto::{DaosError, Der};
 
 /// What a libdaos call can fail with.
+///
+/// dRPC failures are turned into a [`DaosError`] by `proto`'s mapping
+/// (`From<DrpcError> for DaosError`), so libdaos and the servers agree on their
+/// DER codes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The agent's socket could not be connected to.
+    /// The agent's socket could not be connected to, or the agent went away
+    /// during a call.
     #[error("daos_agent not reachable at {}: {source}; is daos_agent running? (set DAOS_AGENT_DRPC_DIR if its runtime_dir is not the default)", path.display())]
-    AgentUnreachable { path: PathBuf, source: DrpcError },
+    AgentUnreachable { path: PathBuf, source: DaosError },
 
-    /// The agent was reached but the call failed at the dRPC level (it closed the
-    /// connection, timed out, or does not know the method).
+    /// The agent was reached but the call failed at the dRPC level (it timed
+    /// out, answered out of sequence, or does not know the method).
     #[error("daos_agent at {}: {source}", path.display())]
-    Agent { path: PathBuf, source: DrpcError },
+    Agent { path: PathBuf, source: DaosError },
 
     /// The operation failed with a DAOS error code.
     #[error(transparent)]
@@ -28,15 +32,7 @@ impl Error {
     /// The DER code that best describes the failure.
     pub fn der(&self) -> Der {
         match self {
-            Error::AgentUnreachable { .. } => Der::UNREACH,
-            Error::Agent { source, .. } => match source {
-                DrpcError::Timeout(_) => Der::TIMEDOUT,
-                DrpcError::Status(_) => Der::AGENT_INCOMPAT,
-                DrpcError::Decode(_) | DrpcError::TooLarge(_) | DrpcError::Sequence { .. } => {
-                    Der::PROTO
-                }
-                _ => Der::UNREACH,
-            },
+            Error::AgentUnreachable { source, .. } | Error::Agent { source, .. } => source.der,
             Error::Daos(e) => e.der,
         }
     }

@@ -54,8 +54,28 @@ pub fn principal(name: &str) -> String {
 }
 
 /// Adds `port` to a host that has none and checks the one it has. IPv6
-/// addresses come back as `[addr]:port`.
+/// addresses come back as `[addr]:port`; a host with several colons must be
+/// one (so a typo such as `a:b:c` is an error, not an address that never
+/// connects), and spaces or `/` are refused.
 pub fn with_port(host: &str, port: u16) -> Result<String, String> {
+    let host = host.trim();
+    if host.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!(
+            "invalid host {host:?}: spaces and '/' are not allowed"
+        ));
+    }
+    let addr = host_port(host, port)?;
+    if let Some((v6, _)) = addr.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!(
+                "invalid host {host:?}: {v6:?} is not an IPv6 address"
+            ));
+        }
+    }
+    Ok(addr)
+}
+
+fn host_port(host: &str, port: u16) -> Result<String, String> {
     let check = |p: &str| -> Result<u16, String> {
         match p.parse::<u16>() {
             Ok(n) if n != 0 => Ok(n),
@@ -130,7 +150,17 @@ mod tests {
         assert_eq!(with_port("h:5", 10001).unwrap(), "h:5");
         assert_eq!(with_port("::1", 10001).unwrap(), "[::1]:10001");
         assert_eq!(with_port("[::1]:7", 10001).unwrap(), "[::1]:7");
-        for bad in ["h:0", "h:x", ":5", "[::1", "[::1]x", ""] {
+        for bad in [
+            "h:0",
+            "h:x",
+            ":5",
+            "[::1",
+            "[::1]x",
+            "",
+            "a:b:c",
+            "http://h:1",
+            "a b",
+        ] {
             assert!(with_port(bad, 10001).is_err(), "{bad}");
         }
     }
