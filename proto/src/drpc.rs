@@ -199,19 +199,29 @@ impl DrpcClient {
         method: i32,
         req: &Req,
     ) -> Result<Resp, DrpcError> {
-        let r = self.exchange(module, method, req).await;
-        if matches!(&r, Err(e) if !matches!(e, DrpcError::Status(_))) {
-            self.stream = None;
-        }
-        let body = r?;
+        let body = self.call_raw(module, method, req.encode_to_vec()).await?;
         Ok(Resp::decode(body.as_slice())?)
     }
 
-    async fn exchange<Req: Message>(
+    /// Makes one call with an encoded request; returns the encoded response.
+    pub async fn call_raw(
         &mut self,
         module: i32,
         method: i32,
-        req: &Req,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, DrpcError> {
+        let r = self.exchange(module, method, body).await;
+        if matches!(&r, Err(e) if !matches!(e, DrpcError::Status(_))) {
+            self.stream = None;
+        }
+        r
+    }
+
+    async fn exchange(
+        &mut self,
+        module: i32,
+        method: i32,
+        body: Vec<u8>,
     ) -> Result<Vec<u8>, DrpcError> {
         let mut stream = match self.stream.take() {
             Some(s) => s,
@@ -223,7 +233,7 @@ impl DrpcClient {
             module,
             method,
             sequence: want,
-            body: req.encode_to_vec(),
+            body,
         };
         let timeout = self.timeout;
         let resp: Response = tokio::time::timeout(timeout, async {

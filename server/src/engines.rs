@@ -365,14 +365,14 @@ impl Server {
         if state == MemberState::Errored {
             tracing::error!(engine = inst.idx, rank = ?rank, "engine died: {info}; `dmg system start` restarts it");
         }
-        if let (Some(rank), Ok(ms)) = (rank, self.ms()) {
+        if let Some(rank) = rank {
             let cmd = MsCmd::SetMemberState {
                 rank,
                 state,
                 info,
                 incarnation: Some(incarnation),
             };
-            if let Err(e) = ms.write(cmd).await {
+            if let Err(e) = self.ms_write(cmd).await {
                 tracing::warn!(rank, "recording engine state: {e}");
             }
         }
@@ -449,10 +449,6 @@ impl SrvHandler {
                 ),
             );
         }
-        let ms = match s.ms() {
-            Ok(ms) => ms,
-            Err(e) => return fail(e.der, e.msg),
-        };
         let cmd = MsCmd::Join {
             uuid: sb.uuid,
             addr: s.self_addr.clone(),
@@ -467,7 +463,7 @@ impl SrvHandler {
                 .clone()
                 .unwrap_or_else(|| format!("/{}", s.host)),
         };
-        let rank = match ms.write(cmd).await {
+        let rank = match s.ms_write(cmd).await {
             Ok(MsResp::Rank(r)) => r,
             Ok(other) => return fail(Der::PROTO, format!("unexpected join result {other:?}")),
             Err(e) => return fail(e.der, e.msg),

@@ -9,6 +9,7 @@ mod engines;
 pub mod error;
 mod mgmt;
 pub mod ms;
+mod peer;
 mod pool;
 mod props;
 pub mod storage;
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{is_local_addr, ServerConfig};
 use crate::engines::EngineInst;
 use crate::error::{io, Result};
-use crate::ms::state::{MemberState, MsCmd};
+use crate::ms::state::MsCmd;
 use crate::ms::Ms;
 
 /// One daos_server: its config, its engines, and (on replicas) the management service.
@@ -39,6 +40,8 @@ pub struct Server {
     pub engine_bin: PathBuf,
     ms: Arc<OnceCell<Arc<Ms>>>,
     start_ms_lock: tokio::sync::Mutex<()>,
+    /// TLS for calls to other servers (`None` when insecure).
+    pub(crate) peer_tls: Option<tonic::transport::ClientTlsConfig>,
     /// Pools whose create is running on this server; destroy waits them out.
     pub(crate) creating: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -46,7 +49,12 @@ pub struct Server {
 impl Server {
     /// `replica_id` is this server's position in the replica list, if it is one
     /// (see [`config::is_local_addr`]).
-    pub fn new(cfg: ServerConfig, engine_bin: PathBuf, replica_id: Option<usize>) -> Arc<Self> {
+    pub fn new(
+        cfg: ServerConfig,
+        engine_bin: PathBuf,
+        replica_id: Option<usize>,
+        peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Arc<Self> {
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "localhost".into());
@@ -69,8 +77,14 @@ impl Server {
             engine_bin,
             ms: Arc::new(OnceCell::new()),
             start_ms_lock: tokio::sync::Mutex::new(()),
+            peer_tls,
             creating: Default::default(),
         })
+    }
+
+    /// The management service replica on this server, if started (leader or not).
+    pub fn ms_started(&self) -> Option<Arc<Ms>> {
+        self.ms.get().cloned()
     }
 
     /// The management service, if this replica has started it.
@@ -118,7 +132,7 @@ impl Server {
         let (Some(id), Some(dir)) = (self.replica_id, self.ms_dir().await?) else {
             return Ok(());
         };
-        let tls = mgmt::client_tls(&self.cfg.transport_config)?;
+        let tls = self.peer_tls.clone();
         let ms = Ms::start(&dir, id as u64, self.cfg.replica_addrs(), tls).await?;
         let _ = self.ms.set(ms);
         tracing::info!(dir = %dir.display(), "management service started");
@@ -130,33 +144,18 @@ impl Server {
     /// After a restart, members of this server are not joined until their engines
     /// say so again (re-adopted engines rejoin within a second).
     async fn mark_local_members_unresponsive(&self) {
-        let Ok(ms) = self.ms() else { return };
-        let ranks = match ms
-            .read(|db| {
-                db.members
-                    .values()
-                    .filter(|m| m.addr == self.self_addr && m.state == MemberState::Joined)
-                    .map(|m| m.rank)
-                    .collect::<Vec<_>>()
-            })
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("reading membership at start: {e}");
-                return;
-            }
+        let mut formatted = false;
+        for e in &self.engines {
+            formatted |= matches!(e.superblock().await, Ok(Some(_)));
+        }
+        if !formatted {
+            return;
+        }
+        let cmd = MsCmd::ServerRestarted {
+            addr: self.self_addr.clone(),
         };
-        for rank in ranks {
-            let cmd = MsCmd::SetMemberState {
-                rank,
-                state: MemberState::Unresponsive,
-                info: "server restarted; engine has not joined yet".into(),
-                incarnation: None,
-            };
-            if let Err(e) = ms.write(cmd).await {
-                tracing::warn!(rank, "marking rank unresponsive: {e}");
-            }
+        if let Err(e) = self.ms_write(cmd).await {
+            tracing::warn!("marking this server's ranks unresponsive: {e}");
         }
     }
 }
@@ -177,7 +176,11 @@ pub async fn run(
         tokio::task::spawn_blocking(move || replicas.iter().position(|a| is_local_addr(a, port)))
             .await
             .map_err(|e| io("resolving mgmt_svc_replicas", e))?;
-    let server = Server::new(cfg, engine_bin, replica_id);
+    let t = cfg.transport_config.clone();
+    let peer_tls = tokio::task::spawn_blocking(move || mgmt::client_tls(&t))
+        .await
+        .map_err(|e| io("reading certificates", e))??;
+    let server = Server::new(cfg, engine_bin, replica_id, peer_tls);
     tokio::fs::create_dir_all(&server.cfg.socket_dir)
         .await
         .map_err(|e| {
@@ -193,12 +196,7 @@ pub async fn run(
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| io("control listener", e))?;
-    let grpc = mgmt::serve(
-        server.clone(),
-        listener,
-        server.ms.clone(),
-        shutdown.clone(),
-    )?;
+    let grpc = mgmt::serve(server.clone(), listener, shutdown.clone())?;
     let grpc_task = tokio::spawn(grpc);
     tracing::info!(%addr, system = %server.cfg.name, replica = ?server.replica_id, "daos_server listening");
 

@@ -12,15 +12,13 @@ use proto::mgmt::mgmt_raft_server::MgmtRaftServer;
 use proto::mgmt::mgmt_svc_server::{MgmtSvc, MgmtSvcServer};
 use proto::mgmt::*;
 use proto::{DaosError, Der};
-use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::ClientTlsConfig;
 use tonic::{Request, Response, Status};
 
 use crate::config::TransportConfig;
 use crate::error::{io, Result};
-use crate::ms::state::MemberState;
-use crate::ms::{Ms, RaftService};
+use crate::ms::state::{MemberState, MsCmd};
 use crate::storage::{bdev_size, fs_total, is_mountpoint};
 use crate::Server;
 
@@ -88,12 +86,10 @@ pub fn client_tls(t: &TransportConfig) -> Result<Option<ClientTlsConfig>> {
 pub fn serve(
     server: Arc<Server>,
     listener: tokio::net::TcpListener,
-    ms: Arc<OnceCell<Arc<Ms>>>,
     shutdown: CancellationToken,
 ) -> Result<impl std::future::Future<Output = ()>> {
     let mut b = tonic::transport::Server::builder();
     let t = &server.cfg.transport_config;
-    let insecure = t.allow_insecure;
     if !t.allow_insecure {
         let tls = tls_files(t).server().map_err(tls_err)?;
         b = b
@@ -101,8 +97,10 @@ pub fn serve(
             .map_err(|e| DaosError::new(Der::INVAL, format!("transport_config: {e}")))?;
     }
     let router = b
-        .add_service(MgmtSvcServer::new(Svc { server }))
-        .add_service(MgmtRaftServer::new(RaftService::new(ms, insecure)));
+        .add_service(MgmtRaftServer::new(crate::peer::PeerService::new(
+            server.clone(),
+        )))
+        .add_service(MgmtSvcServer::new(Svc { server }));
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     Ok(async move {
         if let Err(e) = router
@@ -208,7 +206,9 @@ impl Server {
     }
 
     /// Local engine index of each requested rank (all members when `ranks` is empty).
-    async fn target_engines(&self, ranks: &[u32]) -> Result<Vec<(u32, usize)>> {
+    /// The members named by `ranks` (all when empty): rank, engine index on its
+    /// server, and that server's address.
+    async fn target_members(&self, ranks: &[u32]) -> Result<Vec<(u32, u32, String)>> {
         let ms = self.ms()?;
         let members = ms
             .read(|db| {
@@ -226,26 +226,48 @@ impl Server {
         }
         Ok(members
             .into_iter()
-            .filter(|(r, _, addr)| {
-                (ranks.is_empty() || ranks.contains(r)) && *addr == self.self_addr
-            })
-            .map(|(r, i, _)| (r, i as usize))
+            .filter(|(r, _, _)| ranks.is_empty() || ranks.contains(r))
             .collect())
     }
 
-    async fn system_stop(&self, req: SystemStopReq) -> Result<SystemStopResp> {
+    /// Starts or stops each named rank, on this server or through the one hosting it.
+    async fn rank_control(
+        self: &Arc<Self>,
+        ranks: &[u32],
+        start: bool,
+        force: bool,
+    ) -> Result<Vec<RankResult>> {
         let ms = self.ms()?;
         let mut results = Vec::new();
-        for (rank, idx) in self.target_engines(&req.ranks).await? {
-            let _ = ms
-                .write(crate::ms::state::MsCmd::SetMemberState {
+        for (rank, idx, addr) in self.target_members(ranks).await? {
+            if !start {
+                let cmd = MsCmd::SetMemberState {
                     rank,
                     state: MemberState::Stopping,
                     info: "stop requested".into(),
                     incarnation: None,
-                })
-                .await;
-            let r = self.stop_engine(idx, req.force).await;
+                };
+                let _ = ms.write(cmd).await;
+            }
+            let r = if addr == self.self_addr {
+                if start {
+                    self.start_engine(idx as usize).await
+                } else {
+                    self.stop_engine(idx as usize, force).await
+                }
+            } else {
+                let req = RankControlReq {
+                    rank,
+                    start,
+                    force,
+                    instance_idx: idx,
+                };
+                match self.remote_rank_control(&addr, req).await {
+                    Ok(res) if res.errored => Err(DaosError::new(Der::MISC, res.msg)),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            };
             let state = ms
                 .read(|db| db.members.get(&rank).map(|m| m.state.as_str().to_string()))
                 .await
@@ -254,37 +276,14 @@ impl Server {
                 .unwrap_or_default();
             results.push(RankResult {
                 rank,
-                action: "stop".into(),
+                action: if start { "start" } else { "stop" }.into(),
                 errored: r.is_err(),
                 msg: r.err().map(|e| e.to_string()).unwrap_or_default(),
                 state,
-                addr: self.self_addr.clone(),
+                addr,
             });
         }
-        Ok(SystemStopResp { results })
-    }
-
-    async fn system_start(self: &Arc<Self>, req: SystemStartReq) -> Result<SystemStartResp> {
-        let ms = self.ms()?;
-        let mut results = Vec::new();
-        for (rank, idx) in self.target_engines(&req.ranks).await? {
-            let r = self.start_engine(idx).await;
-            let state = ms
-                .read(|db| db.members.get(&rank).map(|m| m.state.as_str().to_string()))
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            results.push(RankResult {
-                rank,
-                action: "start".into(),
-                errored: r.is_err(),
-                msg: r.err().map(|e| e.to_string()).unwrap_or_default(),
-                state,
-                addr: self.self_addr.clone(),
-            });
-        }
-        Ok(SystemStartResp { results })
+        Ok(results)
     }
 
     async fn storage_scan(&self, usage: bool) -> Result<StorageScanResp> {
@@ -466,14 +465,22 @@ impl MgmtSvc for Svc {
 
     async fn system_stop(&self, r: Request<SystemStopReq>) -> Res<SystemStopResp> {
         self.run(r, ADMIN, |s, req| {
-            Box::pin(async move { s.system_stop(req).await })
+            Box::pin(async move {
+                Ok(SystemStopResp {
+                    results: s.rank_control(&req.ranks, false, req.force).await?,
+                })
+            })
         })
         .await
     }
 
     async fn system_start(&self, r: Request<SystemStartReq>) -> Res<SystemStartResp> {
         self.run(r, ADMIN, |s, req| {
-            Box::pin(async move { s.system_start(req).await })
+            Box::pin(async move {
+                Ok(SystemStartResp {
+                    results: s.rank_control(&req.ranks, true, false).await?,
+                })
+            })
         })
         .await
     }

@@ -9,7 +9,6 @@
 //! still being created.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -31,23 +30,14 @@ const MIN_NVME_PER_TGT: u64 = 16 << 20;
 const ENGINE_CALL: Duration = Duration::from_secs(120);
 
 impl Server {
-    /// The local engine that holds `rank`.
-    fn engine_of_rank(&self, rank: u32) -> Result<&Arc<crate::engines::EngineInst>> {
-        self.engines
-            .iter()
-            .find(|e| e.state().rank == Some(rank) && e.joined())
-            .ok_or_else(|| {
-                DaosError::new(
-                    Der::UNREACH,
-                    format!("rank {rank} is not running on {}", self.self_addr),
-                )
-            })
-    }
-
     async fn rank_space(&self, rank: u32) -> Result<StorageQueryResp> {
-        self.engine_of_rank(rank)?
-            .call(method::STORAGE_QUERY, &StorageQueryReq {}, ENGINE_CALL)
-            .await
+        self.engine_call(
+            rank,
+            method::STORAGE_QUERY,
+            &StorageQueryReq {},
+            ENGINE_CALL,
+        )
+        .await
     }
 
     pub async fn pool_create(&self, req: PoolCreateReq) -> Result<PoolCreateResp> {
@@ -234,12 +224,9 @@ impl Server {
         let results = join_all(ranks.iter().map(|r| {
             let shard = shard.clone();
             async move {
-                let resp: Result<PoolCreateShardResp> = async {
-                    self.engine_of_rank(*r)?
-                        .call(method::POOL_CREATE, &shard, ENGINE_CALL)
-                        .await
-                }
-                .await;
+                let resp: Result<PoolCreateShardResp> = self
+                    .engine_call(*r, method::POOL_CREATE, &shard, ENGINE_CALL)
+                    .await;
                 (
                     *r,
                     resp.and_then(|x| {
@@ -283,12 +270,9 @@ impl Server {
         let results = join_all(rec.ranks.iter().map(|r| {
             let req = req.clone();
             async move {
-                let resp: Result<PoolDestroyShardResp> = async {
-                    self.engine_of_rank(*r)?
-                        .call(method::POOL_DESTROY, &req, ENGINE_CALL)
-                        .await
-                }
-                .await;
+                let resp: Result<PoolDestroyShardResp> = self
+                    .engine_call(*r, method::POOL_DESTROY, &req, ENGINE_CALL)
+                    .await;
                 match resp {
                     Ok(x) if x.status == Der::NONEXIST.code() => Ok(()),
                     Ok(x) => DaosError::check(x.status, &x.info).map_err(|e| rank_err(*r, e)),
@@ -363,12 +347,9 @@ impl Server {
             pool_uuid: rec.uuid.clone(),
         };
         for r in &rec.ranks {
-            let resp: Result<PoolQueryShardResp> = async {
-                self.engine_of_rank(*r)?
-                    .call(method::POOL_QUERY, &q, ENGINE_CALL)
-                    .await
-            }
-            .await;
+            let resp: Result<PoolQueryShardResp> = self
+                .engine_call(*r, method::POOL_QUERY, &q, ENGINE_CALL)
+                .await;
             match resp.and_then(|x| DaosError::check(x.status, "pool query").map(|_| x)) {
                 Ok(x) => {
                     for t in x.shard.map(|s| s.targets).unwrap_or_default() {

@@ -1,59 +1,14 @@
-//! The management service as a raft group of three daos_server processes on
-//! loopback: a leader is elected, `kill -9` of the leader elects another from the
-//! two left, and the killed server rejoins as a follower when restarted.
+//! Several daos_server processes on loopback forming one system: the management
+//! service is a raft group over all of them, engines on any server join through
+//! the leader, and the leader reaches every engine through its server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use testkit::{bin, free_port, wait_for};
+use testkit::{engine_pid_in, wait_for, Cluster, EngineSpec};
 
-struct Replica {
-    port: u16,
-    config: std::path::PathBuf,
-    child: Option<Child>,
-}
-
-impl Replica {
-    fn start(&mut self) {
-        let log = std::fs::File::create(self.config.with_extension("stderr")).unwrap();
-        let child = Command::new(bin("daos_server"))
-            .args(["start", "-o"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let port = self.port;
-        wait_for("daos_server to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn leader(hosts: &str) -> Option<String> {
-    let o = Command::new(bin("dmg"))
-        .args(["-i", "-l", hosts, "-j", "system", "leader-query"])
-        .output()
-        .unwrap();
+fn leader(c: &Cluster, hosts: &str) -> Option<String> {
+    let o = c.dmg(hosts, &["-j", "system", "leader-query"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
     v["response"]["current_leader"]
         .as_str()
@@ -63,61 +18,27 @@ fn leader(hosts: &str) -> Option<String> {
 
 #[test]
 fn three_replicas_elect_and_fail_over() {
-    let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let reps: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    let mut replicas: Vec<Replica> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            let d = dir.path().join(format!("s{i}"));
-            std::fs::create_dir_all(&d).unwrap();
-            let config = d.join("daos_server.yml");
-            std::fs::write(
-                &config,
-                format!(
-                    "port: {port}\nmgmt_svc_replicas: [{}]\nsocket_dir: {d}/sock\ntransport_config:\n  allow_insecure: true\n\
-                     control_log_file: {d}/server.log\ncontrol_log_mask: DEBUG\ncontrol_metadata:\n  path: {d}/meta\nengines: []\n",
-                    reps.join(", "),
-                    d = d.display()
-                ),
-            )
-            .unwrap();
-            Replica { port: *port, config, child: None }
-        })
-        .collect();
-    for r in &mut replicas {
-        r.start();
-    }
-    let all = ports
-        .iter()
-        .map(|p| format!("127.0.0.1:{p}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let mut c = Cluster::new(3, &[]);
+    let all = c.all();
     let mut first = None;
     wait_for("a leader", Duration::from_secs(30), || {
-        first = leader(&all);
+        first = leader(&c, &all);
         first.is_some()
     });
     let first = first.unwrap();
-    // Every replica agrees on it.
-    for p in &ports {
+    for k in 0..3 {
         assert_eq!(
-            leader(&format!("127.0.0.1:{p}")).as_deref(),
-            Some(first.as_str())
+            leader(&c, &c.addr(k)).as_deref(),
+            Some(first.as_str()),
+            "replica {k} disagrees"
         );
     }
 
-    let idx = ports
-        .iter()
-        .position(|p| first.ends_with(&format!(":{p}")))
-        .unwrap();
-    replicas[idx].kill9();
-    let survivors = ports
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != idx)
-        .map(|(_, p)| format!("127.0.0.1:{p}"))
+    let idx = (0..3).find(|k| c.addr(*k) == first).unwrap();
+    c.kill9(idx);
+    let survivors = (0..3)
+        .filter(|k| *k != idx)
+        .map(|k| c.addr(k))
         .collect::<Vec<_>>()
         .join(",");
     let mut second = None;
@@ -125,23 +46,104 @@ fn three_replicas_elect_and_fail_over() {
         "a new leader among the survivors",
         Duration::from_secs(30),
         || {
-            second = leader(&survivors).filter(|l| *l != first);
+            second = leader(&c, &survivors).filter(|l| *l != first);
             second.is_some()
         },
     );
     // The survivors answer management calls through the new leader.
-    let o = Command::new(bin("dmg"))
-        .args(["-i", "-l", &survivors, "-j", "system", "query"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    c.dmg_json(&survivors, &["system", "query"]);
 
     // The killed replica comes back as a follower of the new leader.
-    replicas[idx].start();
+    c.start(idx);
     let second = second.unwrap();
     wait_for(
         "the restarted replica to follow",
         Duration::from_secs(30),
-        || leader(&format!("127.0.0.1:{}", ports[idx])).as_deref() == Some(second.as_str()),
+        || leader(&c, &c.addr(idx)).as_deref() == Some(second.as_str()),
     );
+}
+
+#[test]
+fn engines_on_every_server_form_one_system() {
+    let spec = EngineSpec {
+        targets: 1,
+        scm_mib: 256,
+        bdev_mib: 1024,
+    };
+    let mut c = Cluster::new(3, &[spec]);
+    let all = c.all();
+    c.dmg_json(&all, &["storage", "format"]);
+    c.wait_joined(&all, 3);
+    let members = c.dmg_json(&all, &["system", "query"]);
+    let mut addrs: Vec<String> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["addr"].as_str().unwrap().to_string())
+        .collect();
+    addrs.sort();
+    let mut want: Vec<String> = (0..3).map(|k| c.addr(k)).collect();
+    want.sort();
+    assert_eq!(addrs, want, "one rank per server");
+
+    // A pool spans the three servers' engines, whichever server leads.
+    c.dmg_json(&all, &["pool", "create", "tank", "--size", "1GiB"]);
+    let q = c.dmg_json(&all, &["pool", "query", "tank"]);
+    assert_eq!(q["total_targets"], 3, "{q}");
+    assert_eq!(q["state"], "Ready", "{q}");
+    let uuid = q["uuid"].as_str().unwrap().to_string();
+    for k in 0..3 {
+        assert!(
+            c.server_dir(k)
+                .join(format!("scm0/pools/{uuid}/vos-0"))
+                .exists(),
+            "no shard on server {k}"
+        );
+    }
+
+    // Stop and start reach every server's engine.
+    let stopped = c.dmg_json(&all, &["system", "stop"]);
+    assert_eq!(stopped["results"].as_array().unwrap().len(), 3, "{stopped}");
+    for k in 0..3 {
+        wait_for("engine to stop", Duration::from_secs(20), || {
+            engine_pid_in(&c.server_dir(k), 0).is_none()
+        });
+    }
+    c.dmg_json(&all, &["system", "start"]);
+    c.wait_joined(&all, 3);
+
+    // kill -9 of the leader: the others elect a new one; its engine keeps
+    // running and is re-adopted when the server comes back.
+    let l = leader(&c, &all).unwrap();
+    let idx = (0..3).find(|k| c.addr(*k) == l).unwrap();
+    let pid = engine_pid_in(&c.server_dir(idx), 0).unwrap();
+    c.kill9(idx);
+    let survivors = (0..3)
+        .filter(|k| *k != idx)
+        .map(|k| c.addr(k))
+        .collect::<Vec<_>>()
+        .join(",");
+    wait_for("a new leader", Duration::from_secs(30), || {
+        leader(&c, &survivors).is_some_and(|n| n != l)
+    });
+    let list = c.dmg_json(&survivors, &["pool", "list"]);
+    assert_eq!(list["pools"][0]["uuid"], uuid.as_str(), "{list}");
+    c.start(idx);
+    // Ready again once every rank answers for its shard.
+    wait_for("pool ready on all ranks", Duration::from_secs(30), || {
+        c.dmg_json(&all, &["pool", "query", "tank"])["state"] == "Ready"
+    });
+    assert_eq!(
+        engine_pid_in(&c.server_dir(idx), 0),
+        Some(pid),
+        "engine re-adopted, not restarted"
+    );
+
+    c.dmg_json(&all, &["pool", "destroy", "tank"]);
+    for k in 0..3 {
+        assert!(
+            !c.server_dir(k).join(format!("scm0/pools/{uuid}")).exists(),
+            "shard left on server {k}"
+        );
+    }
 }

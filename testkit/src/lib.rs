@@ -1,4 +1,5 @@
-//! Integration-test harness: a real single-node system in a temp directory.
+//! Integration-test harness: a real single-node system ([`System`]) or several
+//! servers on loopback ([`Cluster`]) in a temp directory.
 //!
 //! [`System`] writes a `daos_server.yml` (tmpfs SCM mounts, file-backed bulk
 //! devices, its own sockets and ports), starts `daos_server` and stops it by PID.
@@ -63,6 +64,221 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
     panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A `daos_server.yml` for a server whose files live under `d`.
+pub fn server_yaml(
+    d: &Path,
+    port: u16,
+    replicas: &[String],
+    transport: &str,
+    engines: &[EngineSpec],
+) -> String {
+    let d = d.display();
+    let reps: Vec<String> = replicas.iter().map(|r| format!("\"{r}\"")).collect();
+    let mut s = format!(
+        "name: daos_server\nport: {port}\nmgmt_svc_replicas: [{reps}]\nsocket_dir: {d}/sock\n\
+         {transport}control_log_file: {d}/server.log\ncontrol_log_mask: DEBUG\n\
+         control_metadata:\n  path: {d}/meta\nengines:\n",
+        reps = reps.join(", "),
+    );
+    for (i, e) in engines.iter().enumerate() {
+        s += &format!(
+            "- targets: {t}\n  fabric_iface: lo\n  fabric_iface_port: {fp}\n  log_file: {d}/engine{i}.log\n  log_mask: DEBUG\n  storage:\n\
+             \x20 - class: ram\n    scm_mount: {d}/scm{i}\n    scm_size: {scm}MiB\n\
+             \x20 - class: file\n    bdev_list: [{d}/bdev{i}]\n    bdev_size: {bd}MiB\n",
+            t = e.targets,
+            fp = free_port(),
+            scm = e.scm_mib,
+            bd = e.bdev_mib
+        );
+    }
+    if engines.is_empty() {
+        s = s.replace("engines:\n", "engines: []\n");
+    }
+    s
+}
+
+/// Starts `daos_server start -o config` (output beside the config) and waits for `port`.
+pub fn spawn_server(config: &Path, port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_extension("stderr"))
+        .unwrap();
+    let child = Command::new(bin("daos_server"))
+        .args(["start", "-o"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    wait_for("daos_server to listen", Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    child
+}
+
+/// PID of engine `idx` of the server whose files are under `d`, if it is alive.
+pub fn engine_pid_in(d: &Path, idx: usize) -> Option<i32> {
+    let s = std::fs::read_to_string(d.join(format!("sock/daos_engine_{idx}.pid"))).ok()?;
+    s.trim().parse().ok().filter(|p| pid_alive(*p))
+}
+
+/// Kills the `n` engines of the server under `d` (by their pid files) and
+/// unmounts their SCM tmpfs. Never panics: it runs from `Drop`.
+fn stop_engines(d: &Path, n: usize) {
+    for i in 0..n {
+        if let Some(pid) = engine_pid_in(d, i) {
+            kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let end = Instant::now() + Duration::from_secs(10);
+            while pid_alive(pid) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = nix::mount::umount2(&d.join(format!("scm{i}")), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Stops a server child: SIGTERM, then SIGKILL after 20 s. Never panics.
+fn stop_child(mut c: Child) {
+    kill(c.id() as i32, nix::sys::signal::Signal::SIGTERM);
+    let end = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < end && matches!(c.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+}
+
+/// Several servers on 127.0.0.1, each with its own engines, all of them
+/// management service replicas. Dropping it stops everything it started.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+    pub engines: Vec<EngineSpec>,
+    servers: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// Writes the configs and starts `n` servers with `engines` each (not formatted).
+    pub fn new(n: usize, engines: &[EngineSpec]) -> Cluster {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "these tests mount tmpfs SCM tiers and must run as root"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("daos-cluster")
+            .tempdir()
+            .unwrap();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let reps: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let tc = "transport_config:\n  allow_insecure: true\n";
+        for (k, port) in ports.iter().enumerate() {
+            let d = dir.path().join(format!("s{k}"));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(
+                d.join("daos_server.yml"),
+                server_yaml(&d, *port, &reps, tc, engines),
+            )
+            .unwrap();
+        }
+        let mut c = Cluster {
+            dir,
+            ports,
+            engines: engines.to_vec(),
+            servers: (0..n).map(|_| None).collect(),
+        };
+        for k in 0..n {
+            c.start(k);
+        }
+        c
+    }
+
+    /// The files of server `k`.
+    pub fn server_dir(&self, k: usize) -> PathBuf {
+        self.dir.path().join(format!("s{k}"))
+    }
+
+    pub fn addr(&self, k: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[k])
+    }
+
+    pub fn start(&mut self, k: usize) {
+        let cfg = self.server_dir(k).join("daos_server.yml");
+        self.servers[k] = Some(spawn_server(&cfg, self.ports[k]));
+    }
+
+    /// `kill -9` of server `k`; its engines stay up.
+    pub fn kill9(&mut self, k: usize) {
+        if let Some(mut c) = self.servers[k].take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Runs dmg with `hosts` (e.g. "127.0.0.1:1,127.0.0.1:2") and `args`.
+    pub fn dmg(&self, hosts: &str, args: &[&str]) -> Output {
+        Command::new(bin("dmg"))
+            .args(["-i", "-l", hosts])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs dmg with `-j` against `hosts`, requires success, returns `response`.
+    pub fn dmg_json(&self, hosts: &str, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["-j"];
+        a.extend_from_slice(args);
+        let o = self.dmg(hosts, &a);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "dmg {args:?}: {out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("dmg {args:?}: invalid JSON ({e}): {out}"));
+        v["response"].clone()
+    }
+
+    /// All servers' addresses, comma separated.
+    pub fn all(&self) -> String {
+        (0..self.ports.len())
+            .map(|k| self.addr(k))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Waits until `n` ranks are joined, asking `hosts`.
+    pub fn wait_joined(&self, hosts: &str, n: usize) {
+        wait_for(
+            &format!("{n} joined ranks"),
+            Duration::from_secs(60),
+            || {
+                let o = self.dmg(hosts, &["-j", "system", "query"]);
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout) else {
+                    return false;
+                };
+                v["response"]["members"]
+                    .as_array()
+                    .is_some_and(|m| m.iter().filter(|x| x["state"] == "joined").count() == n)
+            },
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in self.servers.iter_mut().filter_map(Option::take) {
+            stop_child(c);
+        }
+        for k in 0..self.ports.len() {
+            stop_engines(&self.server_dir(k), self.engines.len());
+        }
+    }
 }
 
 /// Engine shape for [`System::new`].
@@ -231,48 +447,19 @@ impl System {
 
     /// The daos_server.yml this system runs with.
     pub fn config_text(&self) -> String {
-        let d = self.dir.path().display();
-        let mut s = format!(
-            "name: daos_server\nport: {port}\nmgmt_svc_replicas: [\"127.0.0.1:{port}\"]\nsocket_dir: {d}/sock\n\
-             {tc}control_log_file: {d}/server.log\ncontrol_log_mask: DEBUG\n\
-             control_metadata:\n  path: {d}/meta\nengines:\n",
-            port = self.port,
-            tc = self.transport("server"),
-        );
-        for (i, e) in self.engines.iter().enumerate() {
-            s += &format!(
-                "- targets: {t}\n  fabric_iface: lo\n  fabric_iface_port: {fp}\n  log_file: {d}/engine{i}.log\n  log_mask: DEBUG\n  storage:\n\
-                 \x20 - class: ram\n    scm_mount: {d}/scm{i}\n    scm_size: {scm}MiB\n\
-                 \x20 - class: file\n    bdev_list: [{d}/bdev{i}]\n    bdev_size: {bd}MiB\n",
-                t = e.targets,
-                fp = free_port(),
-                scm = e.scm_mib,
-                bd = e.bdev_mib
-            );
-        }
-        s
+        let reps = [format!("127.0.0.1:{}", self.port)];
+        server_yaml(
+            self.dir.path(),
+            self.port,
+            &reps,
+            &self.transport("server"),
+            &self.engines,
+        )
     }
 
     /// Starts daos_server and waits for its port.
     pub fn start_server(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("server.stderr"))
-            .unwrap();
-        let child = Command::new(bin("daos_server"))
-            .args(["start", "-o"])
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.server = Some(child);
-        let port = self.port;
-        wait_for("daos_server to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        self.server = Some(spawn_server(&self.config, self.port));
     }
 
     pub fn server_pid(&self) -> i32 {
@@ -295,8 +482,7 @@ impl System {
 
     /// PID of engine `idx` from the server's pid file, if it is alive.
     pub fn engine_pid(&self, idx: usize) -> Option<i32> {
-        let s = std::fs::read_to_string(self.path(&format!("sock/daos_engine_{idx}.pid"))).ok()?;
-        s.trim().parse().ok().filter(|p| pid_alive(*p))
+        engine_pid_in(self.dir.path(), idx)
     }
 
     /// Writes a daos_control.yml for this system and returns its path.
@@ -429,26 +615,9 @@ impl Drop for System {
             let _ = a.kill();
             let _ = a.wait();
         }
-        if let Some(mut s) = self.server.take() {
-            kill(s.id() as i32, nix::sys::signal::Signal::SIGTERM);
-            let end = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < end && matches!(s.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = s.kill();
-            let _ = s.wait();
+        if let Some(s) = self.server.take() {
+            stop_child(s);
         }
-        for i in 0..self.engines.len() {
-            if let Some(pid) = self.engine_pid(i) {
-                kill(pid, nix::sys::signal::Signal::SIGKILL);
-                // No panics in drop (it may run while a failed test unwinds).
-                let end = Instant::now() + Duration::from_secs(10);
-                while pid_alive(pid) && Instant::now() < end {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            let scm = self.path(&format!("scm{i}"));
-            let _ = nix::mount::umount2(&scm, nix::mount::MntFlags::MNT_DETACH);
-        }
+        stop_engines(self.dir.path(), self.engines.len());
     }
 }

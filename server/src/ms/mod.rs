@@ -20,7 +20,6 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Config, Raft};
 use proto::{DaosError, Der};
 
-pub use network::RaftService;
 use state::{MsCmd, MsResp, SystemDb};
 use store::{LogStore, StateMachine};
 
@@ -143,6 +142,23 @@ impl Ms {
             .filter(|(_, matched)| matched.map(|l| l.index) < committed)
             .filter_map(|(id, _)| self.replicas.get(*id as usize).cloned())
             .collect()
+    }
+
+    /// Waits (up to `timeout`) until some replica is known to lead; its address.
+    pub async fn known_leader(&self, timeout: Duration) -> Option<String> {
+        let mut rx = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader_addr() {
+                return Some(l);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return None;
+            }
+        }
     }
 
     fn not_leader(&self) -> DaosError {

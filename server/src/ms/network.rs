@@ -1,7 +1,6 @@
-//! Raft messages between management service replicas, over the `MgmtRaft` gRPC
-//! service. Payloads are openraft's own types, JSON encoded.
-
-use std::sync::Arc;
+//! The sending side of raft between management service replicas, over the
+//! `MgmtRaft` gRPC service (served by `crate::peer`). Payloads are openraft's own
+//! types, JSON encoded.
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -11,13 +10,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, Raft};
+use openraft::BasicNode;
 use proto::mgmt::mgmt_raft_client::MgmtRaftClient;
-use proto::mgmt::mgmt_raft_server::MgmtRaft;
 use proto::mgmt::RaftMsg;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
 use super::TypeConfig;
 
@@ -64,14 +62,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 impl Conn {
     async fn client(&mut self) -> Result<&mut MgmtRaftClient<Channel>, std::io::Error> {
         if self.client.is_none() {
-            let scheme = if self.tls.is_some() { "https" } else { "http" };
-            let mut ep = Endpoint::from_shared(format!("{scheme}://{}", self.addr))
-                .map_err(std::io::Error::other)?
-                .connect_timeout(std::time::Duration::from_secs(2));
-            if let Some(tls) = &self.tls {
-                ep = ep.tls_config(tls.clone()).map_err(std::io::Error::other)?;
-            }
-            self.client = Some(MgmtRaftClient::new(ep.connect_lazy()));
+            self.client = Some(
+                crate::peer::client(&self.addr, self.tls.as_ref())
+                    .map_err(std::io::Error::other)?,
+            );
         }
         self.client
             .as_mut()
@@ -138,70 +132,5 @@ impl RaftNetwork<TypeConfig> for Conn {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.send(Rpc::Vote, &rpc).await
-    }
-}
-
-/// The receiving side: hands peers' messages to the local raft.
-pub struct RaftService {
-    raft: Arc<tokio::sync::OnceCell<Arc<super::Ms>>>,
-    insecure: bool,
-}
-
-impl RaftService {
-    /// With TLS (`insecure` false), only `server` certificates may speak raft.
-    pub fn new(raft: Arc<tokio::sync::OnceCell<Arc<super::Ms>>>, insecure: bool) -> Self {
-        RaftService { raft, insecure }
-    }
-
-    fn allow<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
-        crate::mgmt::authorize(self.insecure, req, &[proto::tls::Component::Server])
-    }
-
-    fn raft(&self) -> Result<&Raft<TypeConfig>, tonic::Status> {
-        self.raft
-            .get()
-            .map(|ms| ms.raft())
-            .ok_or_else(|| tonic::Status::unavailable("management service not started"))
-    }
-}
-
-fn decode<T: DeserializeOwned>(m: &RaftMsg) -> Result<T, tonic::Status> {
-    serde_json::from_slice(&m.data)
-        .map_err(|e| tonic::Status::invalid_argument(format!("raft message does not decode: {e}")))
-}
-
-fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
-    serde_json::to_vec(v)
-        .map(|data| tonic::Response::new(RaftMsg { data }))
-        .map_err(|e| tonic::Status::internal(e.to_string()))
-}
-
-#[tonic::async_trait]
-impl MgmtRaft for RaftService {
-    async fn append_entries(
-        &self,
-        req: tonic::Request<RaftMsg>,
-    ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
-        self.allow(&req)?;
-        let r = self.raft()?.append_entries(decode(req.get_ref())?).await;
-        encode(&r)
-    }
-
-    async fn vote(
-        &self,
-        req: tonic::Request<RaftMsg>,
-    ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
-        self.allow(&req)?;
-        let r = self.raft()?.vote(decode(req.get_ref())?).await;
-        encode(&r)
-    }
-
-    async fn install_snapshot(
-        &self,
-        req: tonic::Request<RaftMsg>,
-    ) -> Result<tonic::Response<RaftMsg>, tonic::Status> {
-        self.allow(&req)?;
-        let r = self.raft()?.install_snapshot(decode(req.get_ref())?).await;
-        encode(&r)
     }
 }

@@ -107,6 +107,11 @@ pub enum MsCmd {
         info: String,
         incarnation: Option<u64>,
     },
+    /// The server at `addr` restarted: its joined members are unresponsive until
+    /// their engines join again.
+    ServerRestarted {
+        addr: String,
+    },
     PoolAdd(PoolRec),
     PoolSetState {
         uuid: String,
@@ -214,6 +219,17 @@ impl SystemDb {
                 }
                 None => MsResp::err(Der::NONEXIST, format!("rank {rank} is not a member")),
             },
+            MsCmd::ServerRestarted { addr } => {
+                for m in self
+                    .members
+                    .values_mut()
+                    .filter(|m| m.addr == addr && m.state == MemberState::Joined)
+                {
+                    m.state = MemberState::Unresponsive;
+                    m.info = "server restarted; engine has not joined yet".into();
+                }
+                MsResp::Ok
+            }
             MsCmd::PoolAdd(rec) => {
                 if self.pools.contains_key(&rec.uuid) {
                     return MsResp::err(Der::EXIST, format!("pool {} already exists", rec.uuid));
@@ -334,6 +350,11 @@ mod tests {
         assert_eq!(db.apply(join("a-reformatted", 0)), MsResp::Rank(0));
         assert_eq!(db.members.len(), 2);
         assert_eq!(db.members[&0].uuid, "a-reformatted");
+        db.apply(MsCmd::ServerRestarted { addr: "a".into() });
+        assert!(db
+            .members
+            .values()
+            .all(|m| m.state == MemberState::Unresponsive));
     }
 
     #[test]
