@@ -195,27 +195,30 @@ fn dead_engine_is_errored_and_restarts_on_system_start() {
     sys.dmg_ok(&["pool", "create", "x", "--size", "1GiB"]);
 }
 
-#[test]
-fn bad_config_is_one_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("bad.yml");
-    std::fs::write(&cfg, "port: 10001\nmgmt_svc_replicas: [localhost]\ntransport_config: {allow_insecure: true}\nengines:\n- targets: 0\n  fabric_iface_port: 1\n  storage: []\n").unwrap();
-    let o = std::process::Command::new(bin("daos_server"))
+/// Runs `daos_server start` on a config with `text`; returns its output.
+fn start_with(dir: &std::path::Path, text: &str) -> std::process::Output {
+    let cfg = dir.join("bad.yml");
+    std::fs::write(&cfg, text).unwrap();
+    std::process::Command::new(bin("daos_server"))
         .args(["start", "-o"])
         .arg(&cfg)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn bad_config_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = start_with(
+        dir.path(),
+        "port: 10001\nmgmt_svc_replicas: [localhost]\ntransport_config: {allow_insecure: true}\nengines:\n- targets: 0\n  fabric_iface_port: 1\n  storage: []\n",
+    );
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("engines[0].targets"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
-    std::fs::write(&cfg, "port: 10001\nfrobnicate: yes\n").unwrap();
-    let o = std::process::Command::new(bin("daos_server"))
-        .args(["start", "-o"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
+    let o = start_with(dir.path(), "port: 10001\nfrobnicate: yes\n");
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("frobnicate"));
 }
