@@ -5,6 +5,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/srv.proto",
         "proto/auth.proto",
         "proto/mgmt.proto",
+        "proto/pool.proto",
+        "proto/obj.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up a single-node DAOS system on this machine: builds the binaries,
 # writes configs with file-backed storage under DATA_DIR, starts daos_server
-# (which starts daos_engine) and daos_agent, formats, and creates pool "tank".
+# (which starts two daos_engine ranks) and daos_agent, formats, and creates
+# pool "tank" over both ranks.
 #
 #   scripts/local-system.sh [DATA_DIR]        start (default DATA_DIR: /var/lib/daos-local)
 #   scripts/local-system.sh stop [DATA_DIR]   stop everything it started (data is kept)
@@ -11,8 +12,9 @@
 # management service (as DAOS does without control_metadata), so a reboot
 # starts a fresh system: run this script again to format it.
 #
-# Environment: DAOS_PORT (10001), DAOS_SCM_GIB (2), DAOS_BDEV_GIB (16, sparse),
-# DAOS_TARGETS (4), DAOS_POOL_SIZE (4GiB), DAOS_PROFILE (release or debug).
+# Environment: DAOS_PORT (10001), DAOS_ENGINES (2), DAOS_TARGETS (2 per engine),
+# DAOS_SCM_GIB (2 per engine), DAOS_BDEV_GIB (16 per engine, sparse),
+# DAOS_POOL_SIZE (8GiB), DAOS_PROFILE (release or debug).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -39,9 +41,11 @@ stop_pid() { # pidfile name
 
 if [ "$cmd" = stop ] || [ "$cmd" = wipe ]; then
     stop_pid "$data/daos_agent.pid" daos_agent
-    stop_pid "$data/daos_server.pid" "daos_server and its engine"
+    stop_pid "$data/daos_server.pid" "daos_server and its engines"
     if [ "$cmd" = wipe ]; then
-        if mountpoint -q "$data/scm0"; then umount "$data/scm0" && echo "unmounted $data/scm0"; fi
+        for m in "$data"/scm*; do
+            if mountpoint -q "$m"; then umount "$m" && echo "unmounted $m"; fi
+        done
         [ -f "$data/daos_server.yml" ] && rm -rf "$data" && echo "removed $data"
     fi
     exit 0
@@ -62,6 +66,29 @@ else
 fi
 
 mkdir -p "$data"/{sock,agent}
+nengines=${DAOS_ENGINES:-2}
+case "$nengines" in [1-9]) ;; *) die "DAOS_ENGINES=$nengines: use 1 to 9" ;; esac
+# One engines[] entry per rank: its own SCM tmpfs, bulk file, port and log.
+engines() {
+    local i
+    for i in $(seq 0 $((nengines - 1))); do
+        cat <<ENG
+- targets: ${DAOS_TARGETS:-2}
+  nr_xs_helpers: 0
+  fabric_iface: lo
+  fabric_iface_port: $((port + 21415 + 2 * i))
+  log_file: $data/daos_engine.$i.log
+  log_mask: INFO
+  storage:
+  - class: ram
+    scm_mount: $data/scm$i
+    scm_size: ${DAOS_SCM_GIB:-2}
+  - class: file
+    bdev_list: [$data/bdev$i]
+    bdev_size: ${DAOS_BDEV_GIB:-16}
+ENG
+    done
+}
 cat > "$data/daos_server.yml" <<YML
 # Written by scripts/local-system.sh; see docs/config.md.
 name: daos_server
@@ -74,19 +101,7 @@ transport_config:
 control_log_file: $data/daos_server.log
 control_log_mask: INFO
 engines:
-- targets: ${DAOS_TARGETS:-4}
-  nr_xs_helpers: 0
-  fabric_iface: lo
-  fabric_iface_port: $((port + 21415))
-  log_file: $data/daos_engine.0.log
-  log_mask: INFO
-  storage:
-  - class: ram
-    scm_mount: $data/scm0
-    scm_size: ${DAOS_SCM_GIB:-2}
-  - class: file
-    bdev_list: [$data/bdev0]
-    bdev_size: ${DAOS_BDEV_GIB:-16}
+$(engines)
 YML
 cat > "$data/daos_control.yml" <<YML
 name: daos_server
@@ -134,7 +149,7 @@ if "${dmg[@]}" pool query tank >/dev/null 2>&1; then
     echo "==> pool tank exists"
 else
     echo "==> creating pool tank"
-    "${dmg[@]}" pool create tank --size "${DAOS_POOL_SIZE:-4GiB}"
+    "${dmg[@]}" pool create tank --size "${DAOS_POOL_SIZE:-8GiB}"
 fi
 "${dmg[@]}" system query -v
 "${dmg[@]}" pool list
@@ -145,7 +160,8 @@ The local DAOS system is up (data in $data).
 Next:
   export PATH=$bin:\$PATH DAOS_AGENT_DRPC_DIR=$data/agent
   dmg -o $data/daos_control.yml pool query tank
-  dmg -o $data/daos_control.yml storage query usage
-Logs: $data/daos_server.log, $data/daos_engine.0.log, $data/daos_agent.log
+  daos container create tank c1 --type POSIX
+  daos pool query tank
+Logs: $data/daos_server.log, $data/daos_engine.N.log, $data/daos_agent.log
 Stop: $repo/scripts/local-system.sh stop $data   (wipe: stop and delete everything)
 TXT

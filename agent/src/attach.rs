@@ -14,13 +14,13 @@ use std::future::Future;
 use std::time::Duration;
 
 use proto::mgmt::mgmt_svc_client::MgmtSvcClient;
-use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp};
+use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp, PoolFindReq, PoolFindResp};
 use proto::names::error_chain;
 use proto::tls::TlsFiles;
 use proto::{DaosError, Der};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::config::{AccessPoint, CachePolicy, Config};
 use crate::error::Error;
@@ -35,6 +35,13 @@ pub(crate) trait AttachSource: Send + Sync + 'static {
     /// Asks the servers for the attach info of system `sys`.
     fn fetch(&self, sys: &str)
         -> impl Future<Output = Result<GetAttachInfoResp, DaosError>> + Send;
+
+    /// Asks the servers where pool `id` (UUID or label) of system `sys` runs its service.
+    fn find_pool(
+        &self,
+        sys: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<PoolFindResp, DaosError>> + Send;
 }
 
 /// The management servers, over gRPC, tried in the configured order.
@@ -64,7 +71,7 @@ impl GrpcSource {
         })
     }
 
-    async fn fetch_one(&self, ap: &AccessPoint, sys: &str) -> Result<GetAttachInfoResp, DaosError> {
+    async fn connect(&self, ap: &AccessPoint) -> Result<MgmtSvcClient<Channel>, DaosError> {
         let unreach = |what: &str, e: &dyn std::error::Error| {
             DaosError::new(Der::UNREACH, format!("{what} {ap}: {}", error_chain(e)))
         };
@@ -81,11 +88,17 @@ impl GrpcSource {
             .connect()
             .await
             .map_err(|e| unreach("connecting to", &e))?;
+        Ok(MgmtSvcClient::new(channel))
+    }
+
+    async fn fetch_one(&self, ap: &AccessPoint, sys: &str) -> Result<GetAttachInfoResp, DaosError> {
         let req = GetAttachInfoReq {
             sys: sys.to_string(),
             all_ranks: true,
         };
-        let resp = MgmtSvcClient::new(channel)
+        let resp = self
+            .connect(ap)
+            .await?
             .get_attach_info(req)
             .await
             .map_err(|st| {
@@ -103,6 +116,25 @@ impl GrpcSource {
                 ),
             ));
         }
+        Ok(resp)
+    }
+
+    async fn find_pool_one(
+        &self,
+        ap: &AccessPoint,
+        req: PoolFindReq,
+    ) -> Result<PoolFindResp, DaosError> {
+        let resp = self
+            .connect(ap)
+            .await?
+            .pool_find(req)
+            .await
+            .map_err(|st| {
+                let e = DaosError::from_status(&st);
+                DaosError::new(e.der, format!("PoolFind from {ap}: {}", e.msg))
+            })?
+            .into_inner();
+        DaosError::check(resp.status, &format!("PoolFind from {ap}"))?;
         Ok(resp)
     }
 }
@@ -145,6 +177,28 @@ impl AttachSource for GrpcSource {
             ),
         ))
     }
+
+    async fn find_pool(&self, sys: &str, id: &str) -> Result<PoolFindResp, DaosError> {
+        let mut failures = Vec::new();
+        for ap in &self.access_points {
+            let req = PoolFindReq {
+                sys: sys.to_string(),
+                id: id.to_string(),
+            };
+            match self.find_pool_one(ap, req).await {
+                Ok(r) => return Ok(r),
+                Err(e) if try_next(e.der) => failures.push(e.msg),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(DaosError::new(
+            Der::UNREACH,
+            format!(
+                "no access point answered for pool {id:?} ({})",
+                failures.join("; ")
+            ),
+        ))
+    }
 }
 
 struct Cached {
@@ -173,6 +227,11 @@ impl<S: AttachSource> AttachCache<S> {
             policy,
             slot: Mutex::new(None),
         }
+    }
+
+    /// Where pool `id` runs its service; never cached (pools come and go).
+    pub(crate) async fn find_pool(&self, sys: &str, id: &str) -> Result<PoolFindResp, DaosError> {
+        self.source.find_pool(sys, id).await
     }
 
     /// The attach info of `sys`: cached if fresh, else fetched; the stale copy
@@ -240,6 +299,9 @@ mod tests {
                 data_version: n.into(),
                 ..Default::default()
             })
+        }
+        async fn find_pool(&self, _: &str, _: &str) -> Result<PoolFindResp, DaosError> {
+            Err(DaosError::new(Der::NOSYS, "not used"))
         }
     }
 

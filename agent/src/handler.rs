@@ -12,7 +12,7 @@ use prost::Message as _;
 use proto::auth::CredSigner;
 use proto::auth_pb::{GetCredReq, GetCredResp};
 use proto::drpc::{method, module, ConnInfo, Handler, HandlerError};
-use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp};
+use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp, PoolFindReq, PoolFindResp};
 use proto::{DaosError, Der};
 
 use crate::attach::{AttachCache, AttachSource};
@@ -91,6 +91,31 @@ impl<S: AttachSource, D: IdentityDb + Send + Sync + 'static> AgentHandler<S, D> 
         }
     }
 
+    /// Where a pool's service runs, asked of the servers each time.
+    async fn pool_find(&self, conn: ConnInfo, req: PoolFindReq) -> PoolFindResp {
+        let sys = if req.sys.is_empty() {
+            &self.sys_name
+        } else {
+            &req.sys
+        };
+        if *sys != self.sys_name {
+            return PoolFindResp {
+                status: Der::INVAL.code(),
+                ..Default::default()
+            };
+        }
+        match self.attach.find_pool(sys, &req.id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(conn = conn.id, pool = %req.id, "pool find failed: {e}");
+                PoolFindResp {
+                    status: e.der.code(),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
     /// The attach info of the configured system.
     async fn get_attach_info(&self, conn: ConnInfo, req: GetAttachInfoReq) -> GetAttachInfoResp {
         let failed = |e: &DaosError, sys: &str| GetAttachInfoResp {
@@ -156,6 +181,10 @@ impl<S: AttachSource, D: IdentityDb + Send + Sync + 'static> Handler for AgentHa
                 let req = GetAttachInfoReq::decode(body.as_slice())?;
                 Ok(self.get_attach_info(conn, req).await.encode_to_vec())
             }
+            (module::MGMT, method::POOL_FIND) => {
+                let req = PoolFindReq::decode(body.as_slice())?;
+                Ok(self.pool_find(conn, req).await.encode_to_vec())
+            }
             (module::SEC_AGENT | module::MGMT, _) => Err(HandlerError::UnknownMethod),
             _ => Err(HandlerError::UnknownModule),
         }
@@ -184,6 +213,12 @@ mod tests {
     impl AttachSource for Fixed {
         async fn fetch(&self, _: &str) -> Result<GetAttachInfoResp, DaosError> {
             self.0.clone()
+        }
+        async fn find_pool(&self, _: &str, id: &str) -> Result<PoolFindResp, DaosError> {
+            Err(DaosError::new(
+                Der::NONEXIST,
+                format!("pool {id:?} does not exist"),
+            ))
         }
     }
 

@@ -6,22 +6,48 @@
 //! changes until it is restarted (and replays what is on disk): a failed fsync
 //! leaves the on-disk state unknown, and retrying could acknowledge a lie.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use prost::Message;
 
 use proto::srv::{PoolShardInfo, TargetSpace, TierSpace};
 use proto::{DaosError, Der};
 
 use crate::error::{Error, Result};
+use crate::hlc::Hlc;
 use crate::storage::{
-    pool_dir, vos_path, ShardRec, Storage, TargetShard, EXTENT_ALIGN, SCM_ALIGN, SHARD_VERSION,
+    pool_dir, vos_path, ShardRec, Storage, SvcRec, TargetShard, EXTENT_ALIGN, SCM_ALIGN, SHARD_VERSION,
 };
-use crate::targets::{Targets, TgtOp};
+use crate::targets::{Targets, TgtState};
+use crate::vos::{BulkRegion, VosConfig};
 
 pub struct Engine {
     storage: Mutex<Storage>,
     targets: Targets,
     failed: AtomicBool,
+    hlc: Hlc,
+    /// This engine's rank, once the system gave it one.
+    rank: AtomicU32,
+    /// Data-plane connections to other engines.
+    clients: cart::Clients,
+    /// Per pool: rank -> data-plane URI, from the pool map.
+    uris: RwLock<BTreeMap<String, BTreeMap<u32, String>>>,
+    pub(crate) svcs: crate::pool_svc::Services,
+    verifier: crate::auth::Verifier,
+}
+
+const NO_RANK: u32 = u32::MAX;
+
+/// Versions older than this (and not in a snapshot) are reclaimed.
+const AGGREGATE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// rank -> URI of an encoded pool map; empty if it does not decode.
+fn map_uris(map: &[u8]) -> BTreeMap<u32, String> {
+    proto::pool::PoolMap::decode(map)
+        .map(|m| m.ranks.into_iter().map(|r| (r.rank, r.uri)).collect())
+        .unwrap_or_default()
 }
 
 /// Tier totals and reservations, as STORAGE_QUERY reports them.
@@ -32,12 +58,149 @@ pub struct Space {
 }
 
 impl Engine {
-    pub fn new(storage: Storage, targets: Targets) -> Arc<Self> {
+    pub fn new(storage: Storage, targets: Targets, verifier: crate::auth::Verifier) -> Arc<Self> {
+        let uris = storage
+            .shards
+            .values()
+            .filter_map(|r| Some((r.pool_uuid.clone(), map_uris(&r.svc.as_ref()?.map))))
+            .collect();
         Arc::new(Engine {
             storage: Mutex::new(storage),
             targets,
             failed: AtomicBool::new(false),
+            hlc: Hlc::default(),
+            rank: AtomicU32::new(NO_RANK),
+            clients: cart::Clients::new(cart::ClientOpts::default()),
+            uris: RwLock::new(uris),
+            svcs: Default::default(),
+            verifier,
         })
+    }
+
+    pub fn verifier(&self) -> &crate::auth::Verifier {
+        &self.verifier
+    }
+
+    /// The SCM mount this engine owns.
+    pub fn scm_mount(&self) -> Option<std::path::PathBuf> {
+        Some(self.lock().scm_mount.clone())
+    }
+
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    pub fn hlc(&self) -> &Hlc {
+        &self.hlc
+    }
+
+    pub fn clients(&self) -> &cart::Clients {
+        &self.clients
+    }
+
+    /// An epoch for a write: `asked` if the caller chose one, else a fresh one.
+    pub fn epoch(&self, asked: u64) -> u64 {
+        if asked == 0 {
+            self.hlc.now()
+        } else {
+            self.hlc.observe(asked);
+            asked
+        }
+    }
+
+    /// Records the rank the system gave this engine.
+    pub fn set_rank(&self, rank: u32) {
+        self.rank.store(rank, Ordering::Release);
+    }
+
+    /// This engine's rank; `DER_AGAIN` until it has joined.
+    pub fn rank(&self) -> Result<u32> {
+        match self.rank.load(Ordering::Acquire) {
+            NO_RANK => Err(DaosError::new(Der::AGAIN, "this engine has not joined the system yet").into()),
+            r => Ok(r),
+        }
+    }
+
+    /// The data-plane URI of `rank` in `pool`'s map.
+    pub fn rank_uri(&self, pool: &str, rank: u32) -> Result<String> {
+        let g = match self.uris.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.get(pool)
+            .and_then(|m| m.get(&rank))
+            .cloned()
+            .ok_or_else(|| {
+                DaosError::new(
+                    Der::UNREACH,
+                    format!("pool {pool}: rank {rank} is not in the pool map this engine has"),
+                )
+                .into()
+            })
+    }
+
+    /// The shard record of `pool`, if this engine holds one.
+    pub fn shard(&self, pool: &str) -> Option<ShardRec> {
+        self.lock().shards.get(pool).cloned()
+    }
+
+    /// Every shard record.
+    pub fn shards(&self) -> Vec<ShardRec> {
+        self.lock().shards.values().cloned().collect()
+    }
+
+    /// Reclaims versions no reader can see: older than ten seconds and not pinned
+    /// by a snapshot, on every target.
+    pub async fn aggregate(&self) {
+        let upto = self
+            .hlc
+            .now()
+            .saturating_sub(AGGREGATE_AFTER.as_nanos() as u64);
+        for tgt in 0..self.targets.len() {
+            let r = self
+                .targets
+                .run(tgt, move |ts| {
+                    for (pool, v) in ts.pools() {
+                        match v.aggregate(upto) {
+                            Ok(s) if s.versions_removed + s.keys_removed > 0 => {
+                                tracing::debug!(pool = %pool, tgt, removed = s.versions_removed, scm_freed = s.scm_freed, bulk_freed = s.bulk_freed, "aggregated")
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(pool = %pool, tgt, "aggregation: {e}"),
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::debug!(tgt, "aggregation not run: {e}");
+            }
+        }
+    }
+
+    /// Every prepared DTX on every target: (pool, target, id, epoch).
+    pub async fn prepared_dtxs(&self) -> Vec<(String, u32, crate::vos::DtxId, u64)> {
+        let mut out = Vec::new();
+        for tgt in 0..self.targets.len() {
+            let r = self
+                .targets
+                .run(tgt, move |ts| {
+                    Ok(ts
+                        .pools()
+                        .flat_map(|(p, v)| {
+                            v.dtx_prepared()
+                                .into_iter()
+                                .map(|(id, ep)| (p.clone(), tgt, id, ep))
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>())
+                })
+                .await;
+            if let Ok(v) = r {
+                out.extend(v);
+            }
+        }
+        out
     }
 
     pub fn into_targets(self) -> Targets {
@@ -89,12 +252,19 @@ impl Engine {
         uuid: String,
         scm_bytes: u64,
         nvme_bytes: u64,
+        svc: Option<SvcRec>,
     ) -> Result<()> {
-        self.blocking(move |e| e.pool_create_sync(&uuid, scm_bytes, nvme_bytes))
+        self.blocking(move |e| e.pool_create_sync(&uuid, scm_bytes, nvme_bytes, svc))
             .await
     }
 
-    fn pool_create_sync(&self, uuid: &str, scm_bytes: u64, nvme_bytes: u64) -> Result<()> {
+    fn pool_create_sync(
+        &self,
+        uuid: &str,
+        scm_bytes: u64,
+        nvme_bytes: u64,
+        svc: Option<SvcRec>,
+    ) -> Result<()> {
         self.check_writable()?;
         if uuid::Uuid::parse_str(uuid).is_err() {
             return Err(
@@ -184,7 +354,13 @@ impl Engine {
             scm_bytes,
             nvme_bytes,
             targets: tshards,
+            svc,
         };
+        if let Some(svc) = &rec.svc {
+            if let Ok(mut g) = self.uris.write() {
+                g.insert(rec.pool_uuid.clone(), map_uris(&svc.map));
+            }
+        }
         let r = self
             .create_files(&st, &rec)
             .and_then(|()| self.latch(st.commit_shard(rec.clone())));
@@ -201,21 +377,53 @@ impl Engine {
         let dir = pool_dir(&st.scm_mount, &rec.pool_uuid);
         proto::durable::create_dir_all_durable(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let ops = rec
+        self.open_vos(st, rec).into_iter().collect()
+    }
+
+    /// Opens (creating where new) the VOS of every target of a shard.
+    fn open_vos(&self, st: &Storage, rec: &ShardRec) -> Vec<Result<()>> {
+        let cfgs: Vec<VosConfig> = rec
             .targets
             .iter()
-            .map(|t| {
-                let path = vos_path(&st.scm_mount, &rec.pool_uuid, t.tgt);
-                (
-                    t.tgt,
-                    TgtOp::CreateVos {
-                        path,
-                        scm_bytes: t.scm_bytes,
-                    },
-                )
+            .map(|t| VosConfig {
+                dir: vos_path(&st.scm_mount, &rec.pool_uuid, t.tgt),
+                scm_bytes: t.scm_bytes,
+                bulk: t.bdev.and_then(|e| {
+                    st.devices.get(e.dev as usize).map(|d| BulkRegion {
+                        path: d.path.clone(),
+                        offset: e.off,
+                        len: e.len,
+                    })
+                }),
+                sync: true,
             })
             .collect();
-        self.targets.run_all(ops).into_iter().collect()
+        let uuid = rec.pool_uuid.clone();
+        self.targets.run_all_blocking(|tgt| {
+            let cfg = cfgs.get(tgt as usize).cloned();
+            let uuid = uuid.clone();
+            Box::new(move |ts: &mut TgtState| match cfg {
+                Some(cfg) => ts.open_vos(&uuid, cfg),
+                None => Ok(()),
+            })
+        })
+    }
+
+    /// Opens the VOS of every pool shard found at start.
+    pub async fn open_all(self: &Arc<Self>) -> Result<()> {
+        self.blocking(|e| {
+            let st = e.lock();
+            for rec in st.shards.values() {
+                for r in e.open_vos(&st, rec) {
+                    if let Err(err) = r {
+                        tracing::error!(pool = %rec.pool_uuid, "opening VOS: {err}");
+                        return Err(err);
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Frees a pool's shard. A pool this engine does not have is an error only if
@@ -228,8 +436,7 @@ impl Engine {
         self.check_writable()?;
         let mut st = self.lock();
         let dir = pool_dir(&st.scm_mount, uuid);
-        let dropped = st.drop_shard(uuid);
-        let Some(rec) = self.latch(dropped)? else {
+        if !st.shards.contains_key(uuid) {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
@@ -240,24 +447,18 @@ impl Engine {
                 format!("pool {uuid} has no shard on this engine"),
             )
             .into());
-        };
-        let ops = rec
-            .targets
-            .iter()
-            .map(|t| {
-                (
-                    t.tgt,
-                    TgtOp::DestroyVos {
-                        path: vos_path(&st.scm_mount, uuid, t.tgt),
-                    },
-                )
-            })
-            .collect();
-        for r in self.targets.run_all(ops) {
-            if let Err(e) = r {
-                tracing::warn!(pool = uuid, "destroy: {e}");
-            }
         }
+        // The targets let go of the VOS before its files and extents go.
+        let u = uuid.to_string();
+        self.targets.run_all_blocking(|_| {
+            let u = u.clone();
+            Box::new(move |ts: &mut TgtState| {
+                ts.close_vos(&u);
+                Ok(())
+            })
+        });
+        let dropped = st.drop_shard(uuid);
+        self.latch(dropped)?;
         std::fs::remove_dir_all(&dir)
             .map_err(|e| Error::io(format!("removing {}", dir.display()), e))?;
         tracing::info!(pool = uuid, "pool shard destroyed");
@@ -286,7 +487,7 @@ impl Engine {
                 total: st.alloc.total(),
                 reserved: st.alloc.reserved(),
             },
-            pools: st.shards.values().map(shard_info).collect(),
+            pools: st.shards.values().map(|r| self.shard_info(r)).collect(),
         }
     }
 
@@ -295,7 +496,8 @@ impl Engine {
     }
 
     fn pool_query_sync(&self, uuid: &str) -> Result<PoolShardInfo> {
-        self.lock().shards.get(uuid).map(shard_info).ok_or_else(|| {
+        let st = self.lock();
+        st.shards.get(uuid).map(|r| self.shard_info(r)).ok_or_else(|| {
             DaosError::new(
                 Der::NONEXIST,
                 format!("pool {uuid} has no shard on this engine"),
@@ -305,23 +507,34 @@ impl Engine {
     }
 }
 
-/// Space per target. Nothing is written into pools yet, so free equals reserved.
-fn shard_info(rec: &ShardRec) -> PoolShardInfo {
-    PoolShardInfo {
-        pool_uuid: rec.pool_uuid.clone(),
-        targets: rec
-            .targets
-            .iter()
-            .map(|t| {
-                let nvme = t.bdev.map(|e| e.len).unwrap_or(0);
-                TargetSpace {
-                    tgt: t.tgt,
-                    scm_total: t.scm_bytes,
-                    scm_free: t.scm_bytes,
-                    nvme_total: nvme,
-                    nvme_free: nvme,
-                }
-            })
-            .collect(),
+/// Space per target, as each target's VOS counts it.
+impl Engine {
+    fn shard_info(&self, rec: &ShardRec) -> PoolShardInfo {
+        let uuid = rec.pool_uuid.clone();
+        let used = self.targets.run_all_blocking(|_| {
+            let uuid = uuid.clone();
+            Box::new(move |ts: &mut TgtState| Ok(ts.vos(&uuid)?.space()))
+        });
+        PoolShardInfo {
+            pool_uuid: rec.pool_uuid.clone(),
+            targets: rec
+                .targets
+                .iter()
+                .map(|t| {
+                    let nvme = t.bdev.map(|e| e.len).unwrap_or(0);
+                    let (scm_used, nvme_used) = match used.get(t.tgt as usize) {
+                        Some(Ok(s)) => (s.scm_used, s.bulk_used),
+                        _ => (0, 0),
+                    };
+                    TargetSpace {
+                        tgt: t.tgt,
+                        scm_total: t.scm_bytes,
+                        scm_free: t.scm_bytes.saturating_sub(scm_used),
+                        nvme_total: nvme,
+                        nvme_free: nvme.saturating_sub(nvme_used),
+                    }
+                })
+                .collect(),
+        }
     }
 }

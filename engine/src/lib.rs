@@ -4,11 +4,18 @@
 //!
 //! Dependency rule: depends on `proto`, `cart` and `placement` only.
 
+mod auth;
+mod dtx;
 mod engine;
 pub mod error;
+mod hlc;
+mod peer;
+mod pool_svc;
+mod rpc;
 mod server_link;
 pub mod storage;
 mod targets;
+pub mod vos;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -83,21 +90,29 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
     );
     let targets = targets::Targets::start(args.targets)
         .map_err(|e| Error::io("starting target threads", e))?;
-    let engine = Engine::new(storage, targets);
+    let key_dir = std::env::var_os(auth::AGENT_KEY_DIR_ENV).map(PathBuf::from);
+    let verifier = auth::Verifier::load(key_dir.as_deref())?;
+    let engine = Engine::new(storage, targets, verifier);
+    engine.open_all().await?;
+    let started_ns = engine.hlc().now();
 
     // The data-plane endpoint: its address is what clients are told to reach.
-    // Object I/O over it arrives with the CaRT transport.
     let ip = iface_addr(&args.fabric_iface)?;
-    let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, args.fabric_port))
-        .await
-        .map_err(|e| {
-            Error::io(
-                format!("binding data-plane endpoint {ip}:{}", args.fabric_port),
-                e,
-            )
-        })?;
-    let uri = format!("tcp://{ip}:{}", args.fabric_port);
-    let fabric = tokio::spawn(serve_fabric(listener, shutdown.clone()));
+    let addr = cart::Addr::tcp(SocketAddr::new(ip, args.fabric_port));
+    let listener = cart::bind(&addr).await.map_err(|e| {
+        let d = e.to_daos();
+        DaosError::new(d.der, format!("binding data-plane endpoint {addr}: {}", d.msg))
+    })?;
+    let uri = listener.local_addr().to_string();
+    let fabric = tokio::spawn(cart::serve(
+        listener,
+        Arc::new(rpc::DataPlane {
+            engine: engine.clone(),
+        }),
+        cart::ServerLimits::default(),
+        shutdown.clone(),
+    ));
+    let bg = tokio::spawn(background(engine.clone(), started_ns, shutdown.clone()));
 
     let sock = engine_sock(&args.socket_dir, args.instance_idx);
     let drpc_listener = drpc::bind(&sock)
@@ -123,10 +138,16 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
             .unwrap_or(0),
         pid: std::process::id(),
     };
-    server_link::stay_joined(&args.socket_dir, notify, shutdown.clone()).await;
+    let joined = engine.clone();
+    server_link::stay_joined(&args.socket_dir, notify, shutdown.clone(), move |rank| {
+        joined.set_rank(rank)
+    })
+    .await;
 
     let _ = drpc_task.await;
     let _ = fabric.await;
+    let _ = bg.await;
+    pool_svc::stop_all(&engine).await;
     let _ = std::fs::remove_file(&sock);
     match Arc::try_unwrap(engine) {
         Ok(e) => e.into_targets().stop(),
@@ -138,14 +159,28 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
     Ok(())
 }
 
-async fn serve_fabric(listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+/// Work the engine does on its own: once it has a rank, start the pool
+/// service replicas it hosts; then settle pending transactions and reclaim
+/// old versions every few seconds.
+async fn background(engine: Arc<Engine>, started_ns: u64, shutdown: CancellationToken) {
+    while engine.rank().is_err() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+    }
+    pool_svc::start_all(&engine).await;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    let mut n = 0u64;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok((_s, peer)) => tracing::debug!(%peer, "data-plane connection closed: object I/O is not served yet"),
-                Err(e) => tracing::warn!("data-plane accept: {e}"),
-            }
+            _ = tick.tick() => {}
+        }
+        dtx::resolve_pending(&engine, started_ns).await;
+        n += 1;
+        if n % 3 == 0 {
+            engine.aggregate().await;
         }
     }
 }
@@ -187,9 +222,28 @@ impl Handler for EngineHandler {
         Ok(match method {
             method::POOL_CREATE => {
                 let req = PoolCreateShardReq::decode(body.as_slice())?;
-                let r = e
-                    .pool_create(req.pool_uuid.clone(), req.scm_bytes, req.nvme_bytes)
+                let svc = req.map.as_ref().map(|m| storage::SvcRec {
+                    rank: req.rank,
+                    svc_ranks: req.svc_ranks.clone(),
+                    map: m.encode_to_vec(),
+                    label: req.label.clone(),
+                    owner: req.owner.clone(),
+                    group: req.group.clone(),
+                    acl: req.acl.clone(),
+                    props: req
+                        .props
+                        .iter()
+                        .map(|p| (p.name.clone(), p.value.clone()))
+                        .collect(),
+                });
+                let mut r = e
+                    .pool_create(req.pool_uuid.clone(), req.scm_bytes, req.nvme_bytes, svc)
                     .await;
+                if r.is_ok() {
+                    if let Some(rec) = e.shard(&req.pool_uuid) {
+                        r = pool_svc::start(e, &rec).await;
+                    }
+                }
                 match &r {
                     Ok(()) => {
                         tracing::info!(pool = %req.pool_uuid, scm = req.scm_bytes, nvme = req.nvme_bytes, "pool shard created")
@@ -203,6 +257,7 @@ impl Handler for EngineHandler {
             }
             method::POOL_DESTROY => {
                 let req = PoolDestroyShardReq::decode(body.as_slice())?;
+                pool_svc::stop(e, &req.pool_uuid).await;
                 let (status, info) = status_of(&e.pool_destroy(req.pool_uuid).await);
                 PoolDestroyShardResp { status, info }.encode_to_vec()
             }

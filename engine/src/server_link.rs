@@ -16,7 +16,13 @@ pub fn server_sock(socket_dir: &Path) -> std::path::PathBuf {
     socket_dir.join("daos_server.sock")
 }
 
-pub async fn stay_joined(socket_dir: &Path, req: NotifyReadyReq, shutdown: CancellationToken) {
+/// Joins and stays joined; `on_join` gets the rank each time the server grants it.
+pub async fn stay_joined(
+    socket_dir: &Path,
+    req: NotifyReadyReq,
+    shutdown: CancellationToken,
+    on_join: impl Fn(u32),
+) {
     let path = server_sock(socket_dir);
     let mut warned = false;
     loop {
@@ -35,6 +41,7 @@ pub async fn stay_joined(socket_dir: &Path, req: NotifyReadyReq, shutdown: Cance
             Ok((mut c, resp)) if resp.status == 0 => {
                 warned = false;
                 tracing::info!(rank = resp.rank, uri = %req.uri, "joined the system");
+                on_join(resp.rank);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = c.closed() => tracing::warn!("lost the connection to daos_server; will join again when it is back"),

@@ -3,8 +3,11 @@
 //!
 //! Layout under the SCM mount:
 //! - `daos_nvme.conf`: the bulk devices (written by daos_server at format time);
-//! - `pools/<uuid>/vos-<tgt>`: one file per target, preallocated to the target's SCM share;
-//! - `pools/<uuid>/shard`: the shard record (sizes and bulk extents per target).
+//! - `pools/<uuid>/vos-<tgt>/`: the VOS of each target (its log and checkpoint),
+//!   kept within the target's SCM share;
+//! - `pools/<uuid>/rdb/`: the pool service replica, on the service ranks;
+//! - `pools/<uuid>/shard`: the shard record (sizes and bulk extents per target,
+//!   and what the pool service needs to start).
 //!
 //! The shard record is written last on create (atomically: temp file, fsync,
 //! rename, fsync of the directory) and removed first on destroy, so a pool
@@ -51,6 +54,25 @@ pub struct ShardRec {
     pub scm_bytes: u64,
     pub nvme_bytes: u64,
     pub targets: Vec<TargetShard>,
+    /// The pool as the management service created it: what a pool service
+    /// replica starts from.
+    #[serde(default)]
+    pub svc: Option<SvcRec>,
+}
+
+/// What the management service told this engine about a new pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SvcRec {
+    /// This engine's rank.
+    pub rank: u32,
+    pub svc_ranks: Vec<u32>,
+    /// The first pool map, prost-encoded `proto::pool::PoolMap`.
+    pub map: Vec<u8>,
+    pub label: String,
+    pub owner: String,
+    pub group: String,
+    pub acl: Vec<String>,
+    pub props: BTreeMap<String, String>,
 }
 
 pub const SHARD_VERSION: u32 = 1;

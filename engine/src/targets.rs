@@ -1,31 +1,157 @@
-//! Targets: one OS thread each, owning its share of every pool on this engine.
+//! Targets: one OS thread each, owning the VOS of every pool shard it holds.
 //!
-//! A target's files are touched only by its own thread. Control operations run
-//! on a blocking thread (never on the tokio runtime): they send an operation on
-//! each target's bounded channel first, then collect the replies, so the targets
-//! work in parallel.
+//! Invariants: a target's VOS instances are touched only by its own thread, so
+//! the I/O path takes no locks. Work arrives as jobs on a bounded channel (a
+//! full channel makes senders wait: back-pressure, not an unbounded queue).
+//! The thread runs every job it finds waiting, then makes the batch durable
+//! with one flush per VOS it changed (group commit), and only then answers
+//! the batch: no caller hears of a change before it is on disk, and a failed
+//! flush fails every change of the batch.
 
-use std::fs::OpenOptions;
-use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::thread::JoinHandle;
 
-use crate::error::{Error, Result};
+use proto::{DaosError, Der};
+use tokio::sync::{mpsc, oneshot};
 
-/// Work a target does on its own files.
-pub enum TgtOp {
-    /// Creates the target's VOS file for a pool, preallocated to `scm_bytes`.
-    CreateVos { path: PathBuf, scm_bytes: u64 },
-    /// Removes the target's VOS file.
-    DestroyVos { path: PathBuf },
+use crate::error::{Error, Result};
+use crate::vos::{Vos, VosConfig};
+
+/// What a job leaves to do once the batch is durable: answer its caller,
+/// with the batch's flush error if there was one.
+type Done = Box<dyn FnOnce(Option<&DaosError>) + Send>;
+type Job = Box<dyn FnOnce(&mut TgtState) -> Done + Send>;
+
+/// How many jobs one batch takes before flushing.
+const BATCH: usize = 256;
+/// Jobs waiting per target before senders wait.
+const QUEUE: usize = 1024;
+
+/// What a target thread owns.
+pub struct TgtState {
+    pub tgt: u32,
+    pools: BTreeMap<String, Vos>,
+    dirty: BTreeSet<String>,
+    /// Transactions this target (as coordinator) was asked about before it
+    /// prepared them: it must never commit them (see `dtx`).
+    pub refused: HashSet<[u8; 16]>,
 }
 
-type TgtReq = (TgtOp, SyncSender<Result<()>>);
+impl TgtState {
+    fn missing(&self, pool: &str) -> Error {
+        DaosError::new(
+            Der::NONEXIST,
+            format!("pool {pool} has no shard on target {}", self.tgt),
+        )
+        .into()
+    }
+
+    /// The pool's VOS, for reading.
+    pub fn vos(&self, pool: &str) -> Result<&Vos> {
+        self.pools.get(pool).ok_or_else(|| self.missing(pool))
+    }
+
+    /// The pool's VOS, for changing: it is flushed before the batch is answered.
+    pub fn vos_mut(&mut self, pool: &str) -> Result<&mut Vos> {
+        if !self.pools.contains_key(pool) {
+            return Err(self.missing(pool));
+        }
+        self.dirty.insert(pool.to_string());
+        let tgt = self.tgt;
+        self.pools.get_mut(pool).ok_or_else(|| {
+            DaosError::new(Der::NONEXIST, format!("pool {pool} has no shard on target {tgt}")).into()
+        })
+    }
+
+    /// Runs a change on the pool's VOS. If it fails for lack of space, first
+    /// reclaims every version older than `upto` that no reader can see,
+    /// makes that durable (freed space is reusable only then), and tries once
+    /// more: overwrites must not run a pool out of space while aggregation
+    /// waits for its turn.
+    pub fn change<T>(
+        &mut self,
+        pool: &str,
+        upto: u64,
+        mut f: impl FnMut(&mut Vos) -> Result<T>,
+    ) -> Result<T> {
+        let tgt = self.tgt;
+        let v = self.vos_mut(pool)?;
+        match f(v) {
+            Err(e) if e.to_daos().der == Der::NOSPACE => {
+                let s = v.aggregate(upto)?;
+                if s.scm_freed + s.bulk_freed == 0 {
+                    return Err(e);
+                }
+                v.flush()?;
+                tracing::debug!(pool, tgt, scm_freed = s.scm_freed, bulk_freed = s.bulk_freed, "reclaimed space for a write");
+                f(v)
+            }
+            r => r,
+        }
+    }
+
+    /// Opens (creating if new) the pool's VOS on this target.
+    pub fn open_vos(&mut self, pool: &str, cfg: VosConfig) -> Result<()> {
+        if self.pools.contains_key(pool) {
+            return Ok(());
+        }
+        let v = Vos::open(cfg)?;
+        self.pools.insert(pool.to_string(), v);
+        Ok(())
+    }
+
+    /// Closes the pool's VOS (before its files are removed).
+    pub fn close_vos(&mut self, pool: &str) {
+        self.dirty.remove(pool);
+        self.pools.remove(pool);
+    }
+
+    /// Every pool's VOS, for changing: all are flushed before the batch is answered.
+    pub fn pools(&mut self) -> impl Iterator<Item = (&String, &mut Vos)> {
+        self.dirty.extend(self.pools.keys().cloned());
+        self.pools.iter_mut()
+    }
+
+    /// Flushes every VOS changed since the last flush; the first error.
+    fn flush(&mut self) -> Option<DaosError> {
+        let mut first = None;
+        for p in std::mem::take(&mut self.dirty) {
+            if let Some(v) = self.pools.get_mut(&p) {
+                if let Err(e) = v.flush() {
+                    tracing::error!(pool = %p, tgt = self.tgt, "flush failed: {e}");
+                    first.get_or_insert(e.to_daos());
+                }
+            }
+        }
+        first
+    }
+}
 
 pub struct Targets {
-    /// The request channel of each target, indexed by target number.
-    list: Vec<SyncSender<TgtReq>>,
+    /// The job channel of each target, indexed by target number.
+    list: Vec<mpsc::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
+}
+
+fn gone(tgt: u32) -> Error {
+    DaosError::new(Der::SHUTDOWN, format!("target {tgt} has stopped")).into()
+}
+
+/// Wraps `f` as a job whose answer goes to `tx` once the batch is durable.
+fn job<T: Send + 'static>(
+    f: impl FnOnce(&mut TgtState) -> Result<T> + Send + 'static,
+    tx: oneshot::Sender<Result<T>>,
+) -> Job {
+    Box::new(move |st: &mut TgtState| {
+        let r = f(st);
+        Box::new(move |flush_err: Option<&DaosError>| {
+            let r = match (r, flush_err) {
+                (Ok(_), Some(e)) => Err(Error::Daos(e.clone())),
+                (r, _) => r,
+            };
+            let _ = tx.send(r);
+        }) as Done
+    })
 }
 
 impl Targets {
@@ -34,7 +160,7 @@ impl Targets {
         let mut list = Vec::new();
         let mut threads = Vec::new();
         for tgt in 0..n {
-            let (tx, rx) = mpsc::sync_channel(64);
+            let (tx, rx) = mpsc::channel(QUEUE);
             let h = std::thread::Builder::new()
                 .name(format!("tgt_{tgt}"))
                 .spawn(move || target_main(tgt, rx))?;
@@ -48,28 +174,50 @@ impl Targets {
         self.list.len() as u32
     }
 
-    /// Sends each operation to its target, then waits for every reply, in order.
-    /// Blocks: call it from a blocking thread.
-    pub fn run_all(&self, ops: Vec<(u32, TgtOp)>) -> Vec<Result<()>> {
-        let gone = |tgt: u32| {
-            Error::io(
-                format!("target {tgt}"),
-                std::io::Error::other("target thread has stopped"),
+    fn sender(&self, tgt: u32) -> Result<&mpsc::Sender<Job>> {
+        self.list.get(tgt as usize).ok_or_else(|| {
+            DaosError::new(
+                Der::INVAL,
+                format!("target {tgt} does not exist (this engine has {})", self.list.len()),
             )
-        };
-        let mut waits: Vec<(u32, Option<Receiver<Result<()>>>)> = Vec::new();
-        for (tgt, op) in ops {
-            let (reply, rx) = mpsc::sync_channel(1);
+            .into()
+        })
+    }
+
+    /// Runs `f` on target `tgt`'s thread; the answer comes once any change it
+    /// made is durable.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        tgt: u32,
+        f: impl FnOnce(&mut TgtState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.sender(tgt)?
+            .send(job(f, tx))
+            .await
+            .map_err(|_| gone(tgt))?;
+        rx.await.map_err(|_| gone(tgt))?
+    }
+
+    /// Runs `f(tgt)` on every target at once; the answers in target order.
+    /// Blocks: call it from a blocking thread.
+    pub fn run_all_blocking<T: Send + 'static>(
+        &self,
+        f: impl Fn(u32) -> Box<dyn FnOnce(&mut TgtState) -> Result<T> + Send> ,
+    ) -> Vec<Result<T>> {
+        let mut waits = Vec::new();
+        for tgt in 0..self.len() {
+            let (tx, rx) = oneshot::channel();
             let sent = self
-                .list
-                .get(tgt as usize)
-                .is_some_and(|t| t.send((op, reply)).is_ok());
+                .sender(tgt)
+                .map(|s| s.blocking_send(job(f(tgt), tx)).is_ok())
+                .unwrap_or(false);
             waits.push((tgt, sent.then_some(rx)));
         }
         waits
             .into_iter()
             .map(|(tgt, rx)| match rx {
-                Some(rx) => rx.recv().unwrap_or_else(|_| Err(gone(tgt))),
+                Some(rx) => rx.blocking_recv().unwrap_or_else(|_| Err(gone(tgt))),
                 None => Err(gone(tgt)),
             })
             .collect()
@@ -84,34 +232,29 @@ impl Targets {
     }
 }
 
-fn target_main(tgt: u32, rx: Receiver<TgtReq>) {
+fn target_main(tgt: u32, mut rx: mpsc::Receiver<Job>) {
     let span = tracing::info_span!("tgt", tgt);
     let _g = span.enter();
-    while let Ok((op, reply)) = rx.recv() {
-        let r = match op {
-            TgtOp::CreateVos { path, scm_bytes } => create_vos(&path, scm_bytes),
-            TgtOp::DestroyVos { path } => match std::fs::remove_file(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
-            },
-        };
-        let _ = reply.send(r);
+    let mut st = TgtState {
+        tgt,
+        pools: BTreeMap::new(),
+        dirty: BTreeSet::new(),
+        refused: HashSet::new(),
+    };
+    let mut done: Vec<Done> = Vec::with_capacity(BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        done.push(first(&mut st));
+        while done.len() < BATCH {
+            match rx.try_recv() {
+                Ok(j) => done.push(j(&mut st)),
+                Err(_) => break,
+            }
+        }
+        let err = st.flush();
+        for d in done.drain(..) {
+            d(err.as_ref());
+        }
     }
-}
-
-/// Creates the file and reserves its blocks, so the space is really set aside.
-fn create_vos(path: &std::path::Path, size: u64) -> Result<()> {
-    let what = || format!("creating VOS file {} of {size} bytes", path.display());
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io(what(), e))?;
-    if size > 0 {
-        nix::fcntl::posix_fallocate(std::os::fd::AsRawFd::as_raw_fd(&f), 0, size as i64)
-            .map_err(|e| Error::io(what(), e.into()))?;
-    }
-    f.sync_all().map_err(|e| Error::io(what(), e))
+    // Closing: make sure nothing changed is left unflushed.
+    st.flush();
 }

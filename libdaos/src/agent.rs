@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use proto::auth_pb::{Credential, GetCredReq, GetCredResp};
 use proto::drpc::{method, module, DrpcClient, DrpcError};
-use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp};
+use proto::mgmt::{GetAttachInfoReq, GetAttachInfoResp, PoolFindReq, PoolFindResp};
 use proto::{DaosError, Der};
 
 use crate::error::Error;
@@ -104,6 +104,17 @@ impl AgentClient {
         check(resp.status, || {
             format!("daos_agent: attach info of system {sys:?}")
         })?;
+        Ok(resp)
+    }
+
+    /// Where pool `id` (UUID or label) of system `sys` runs its service.
+    pub async fn pool_find(&mut self, sys: &str, id: &str) -> Result<PoolFindResp, Error> {
+        let req = PoolFindReq {
+            sys: sys.to_string(),
+            id: id.to_string(),
+        };
+        let resp: PoolFindResp = self.call(module::MGMT, method::POOL_FIND, &req).await?;
+        check(resp.status, || format!("pool {id:?}"))?;
         Ok(resp)
     }
 

@@ -44,6 +44,8 @@ pub mod method {
     pub const STORAGE_QUERY: i32 = 214;
     /// MGMT, served by the engine: one pool's per-target space.
     pub const POOL_QUERY: i32 = 215;
+    /// MGMT, served by the agent: where a pool's service runs (`PoolFindReq`).
+    pub const POOL_FIND: i32 = 216;
     /// MGMT, served by the engine: stop taking work, about to be terminated.
     pub const PREP_SHUTDOWN: i32 = 220;
     /// SRV, served by daos_server: an engine is ready and joins the system.

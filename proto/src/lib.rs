@@ -10,6 +10,7 @@ pub mod der;
 pub mod drpc;
 pub mod durable;
 pub mod names;
+pub mod opcode;
 pub mod tls;
 pub mod units;
 
@@ -33,6 +34,16 @@ pub mod auth_pb {
 /// Generated messages and services of `mgmt.proto` (the management gRPC API).
 pub mod mgmt {
     tonic::include_proto!("mgmt");
+}
+
+/// Generated messages of `pool.proto` (pool map, pool and container services).
+pub mod pool {
+    tonic::include_proto!("pool");
+}
+
+/// Generated messages of `obj.proto` (object I/O and distributed transactions).
+pub mod obj {
+    tonic::include_proto!("obj");
 }
 
 /// The version every binary of the stack reports.

@@ -1,7 +1,8 @@
 //! daos_server: reads `daos_server.yml`, formats and supervises the engines, runs
 //! the management service (raft) and serves the management gRPC API.
 //!
-//! Dependency rule: depends on `proto` only; engines are separate processes it
+//! Dependency rule: depends on `proto` and `rdb` (the replicated database the
+//! management service runs on) only; engines are separate processes it
 //! talks to over dRPC, never a library it links.
 
 pub mod config;
@@ -133,7 +134,7 @@ impl Server {
             return Ok(());
         };
         let tls = self.peer_tls.clone();
-        let ms = Ms::start(&dir, id as u64, self.cfg.replica_addrs(), tls).await?;
+        let ms = ms::start(&dir, id, self.cfg.replica_addrs(), tls).await?;
         let _ = self.ms.set(ms);
         tracing::info!(dir = %dir.display(), "management service started");
         Ok(())

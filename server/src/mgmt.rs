@@ -491,9 +491,9 @@ impl MgmtSvc for Svc {
                 let ms = s.ms()?;
                 let _ = ms.wait_leader(Duration::from_secs(3)).await;
                 Ok(LeaderQueryResp {
-                    current_leader: ms.leader_addr().unwrap_or_default(),
-                    replicas: ms.replicas().to_vec(),
-                    down_replicas: ms.lagging_replicas(),
+                    current_leader: ms.leader().map(|(_, a)| a).unwrap_or_default(),
+                    replicas: ms.replicas().into_values().collect(),
+                    down_replicas: ms.lagging_replicas().into_iter().map(|(_, a)| a).collect(),
                 })
             })
         })
@@ -562,6 +562,13 @@ impl MgmtSvc for Svc {
             version: proto::VERSION.into(),
             host: self.server.host.clone(),
         }))
+    }
+
+    async fn pool_find(&self, r: Request<PoolFindReq>) -> Res<PoolFindResp> {
+        self.run(r, ATTACH, |s, req| {
+            Box::pin(async move { s.pool_find(&req.id).await })
+        })
+        .await
     }
 
     async fn get_attach_info(&self, r: Request<GetAttachInfoReq>) -> Res<GetAttachInfoResp> {

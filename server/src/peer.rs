@@ -16,6 +16,7 @@ use proto::mgmt::mgmt_raft_client::MgmtRaftClient;
 use proto::mgmt::mgmt_raft_server::MgmtRaft;
 use proto::mgmt::{EngineCallReq, EngineCallResp, RaftMsg, RankControlReq, RankResult};
 use proto::{DaosError, Der};
+use rdb::RpcKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -90,7 +91,7 @@ impl Server {
         let mut targets: Vec<String> = Vec::new();
         if let Some(ms) = self.ms_started() {
             match ms.known_leader(Duration::from_secs(5)).await {
-                Some(l) if l != self.self_addr => targets.push(l),
+                Some((_, l)) if l != self.self_addr => targets.push(l),
                 _ => match ms.write(cmd.clone()).await {
                     Err(e) if e.der == Der::NOTLEADER => targets.extend(leader_hint(&e)),
                     r => return r,
@@ -118,7 +119,8 @@ impl Server {
                 Err(e)
                     if e.der == Der::NOTLEADER
                         || e.der == Der::UNREACH
-                        || e.der == Der::NOTREPLICA =>
+                        || e.der == Der::NOTREPLICA
+                        || e.der == Der::SHUTDOWN =>
                 {
                     if let Some(l) = leader_hint(&e) {
                         targets.insert(0, l);
@@ -211,6 +213,17 @@ impl PeerService {
             .ms_started()
             .ok_or_else(|| Status::unavailable("management service not started"))
     }
+
+    /// Hands a raft message to this server's replica and returns its reply.
+    async fn raft_rpc(&self, rpc: RpcKind, req: Request<RaftMsg>) -> Res<RaftMsg> {
+        self.allow(&req)?;
+        let data = self
+            .raft()?
+            .handle(rpc, &req.get_ref().data)
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(RaftMsg { data }))
+    }
 }
 
 fn decode<T: DeserializeOwned>(m: &RaftMsg) -> std::result::Result<T, Status> {
@@ -229,29 +242,15 @@ type Res<T> = std::result::Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl MgmtRaft for PeerService {
     async fn append_entries(&self, req: Request<RaftMsg>) -> Res<RaftMsg> {
-        self.allow(&req)?;
-        let r = self
-            .raft()?
-            .raft()
-            .append_entries(decode(req.get_ref())?)
-            .await;
-        encode(&r)
+        self.raft_rpc(RpcKind::AppendEntries, req).await
     }
 
     async fn vote(&self, req: Request<RaftMsg>) -> Res<RaftMsg> {
-        self.allow(&req)?;
-        let r = self.raft()?.raft().vote(decode(req.get_ref())?).await;
-        encode(&r)
+        self.raft_rpc(RpcKind::Vote, req).await
     }
 
     async fn install_snapshot(&self, req: Request<RaftMsg>) -> Res<RaftMsg> {
-        self.allow(&req)?;
-        let r = self
-            .raft()?
-            .raft()
-            .install_snapshot(decode(req.get_ref())?)
-            .await;
-        encode(&r)
+        self.raft_rpc(RpcKind::InstallSnapshot, req).await
     }
 
     async fn ms_write(&self, req: Request<RaftMsg>) -> Res<RaftMsg> {

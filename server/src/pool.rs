@@ -216,13 +216,31 @@ impl Server {
         let _creating = CreatingGuard::new(self, &uuid);
         tracing::info!(pool = %uuid, label = %req.label, scm, nvme, ranks = ?ranks, "creating pool");
 
+        let members = ms.read(|db| db.members.clone()).await?;
+        let map = pool_map(&rec, &members);
         let shard = PoolCreateShardReq {
             pool_uuid: uuid.clone(),
             scm_bytes: scm,
             nvme_bytes: nvme,
+            rank: 0,
+            svc_ranks: rec.svc_reps.clone(),
+            map: Some(map),
+            label: rec.label.clone(),
+            owner: rec.owner.clone(),
+            group: rec.group.clone(),
+            acl: rec.acl.clone(),
+            props: rec
+                .props
+                .iter()
+                .map(|(name, value)| proto::pool::Prop {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         };
         let results = join_all(ranks.iter().map(|r| {
-            let shard = shard.clone();
+            let mut shard = shard.clone();
+            shard.rank = *r;
             async move {
                 let resp: Result<PoolCreateShardResp> = self
                     .engine_call(*r, method::POOL_CREATE, &shard, ENGINE_CALL)
@@ -290,6 +308,17 @@ impl Server {
             }
         }
         Ok(())
+    }
+
+    /// Where a pool's service runs, for clients connecting to it.
+    pub async fn pool_find(&self, id: &str) -> Result<PoolFindResp> {
+        let rec = self.find(id).await?;
+        Ok(PoolFindResp {
+            status: 0,
+            uuid: rec.uuid,
+            label: rec.label,
+            svc_reps: rec.svc_reps,
+        })
     }
 
     async fn find(&self, id: &str) -> Result<PoolRec> {
@@ -513,5 +542,44 @@ impl Stats {
             mean: self.free.checked_div(self.n).unwrap_or(0),
             media_type: media.into(),
         }
+    }
+}
+
+/// The first pool map of a pool: its ranks with their data-plane addresses,
+/// every target in the pool.
+fn pool_map(
+    rec: &PoolRec,
+    members: &std::collections::BTreeMap<u32, crate::ms::state::Member>,
+) -> proto::pool::PoolMap {
+    use proto::pool::{CompState, PoolMapRank, PoolMapTarget};
+    proto::pool::PoolMap {
+        version: rec.map_version,
+        ranks: rec
+            .ranks
+            .iter()
+            .map(|r| {
+                let m = members.get(r);
+                PoolMapRank {
+                    rank: *r,
+                    uri: m.map(|m| m.fabric_uri.clone()).unwrap_or_default(),
+                    fault_domain: m
+                        .map(|m| {
+                            if m.fault_domain.is_empty() {
+                                m.addr.clone()
+                            } else {
+                                m.fault_domain.clone()
+                            }
+                        })
+                        .unwrap_or_default(),
+                    state: CompState::CompUpin as i32,
+                    targets: (0..*rec.tgts.get(r).unwrap_or(&1))
+                        .map(|idx| PoolMapTarget {
+                            idx,
+                            state: CompState::CompUpin as i32,
+                        })
+                        .collect(),
+                }
+            })
+            .collect(),
     }
 }

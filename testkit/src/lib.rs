@@ -23,7 +23,7 @@ pub fn bin_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("target dir")
         .to_path_buf();
-    for b in ["daos_server", "daos_engine", "dmg", "daos_agent"] {
+    for b in ["daos_server", "daos_engine", "dmg", "daos_agent", "daos"] {
         assert!(
             dir.join(b).exists(),
             "{} missing: run `cargo build --workspace --bins` before the tests",

@@ -1,136 +1,79 @@
-//! The sending side of raft between management service replicas, over the
-//! `MgmtRaft` gRPC service (served by `crate::peer`). Payloads are openraft's own
-//! types, JSON encoded.
+//! The sending side of raft between management service replicas: an
+//! [`rdb::Transport`] over the `MgmtRaft` gRPC service (served by `crate::peer`).
+//! One lazily connecting client per peer address is kept and shared by all
+//! calls to it; a failed call drops it so the next one reconnects.
 
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::BasicNode;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
 use proto::mgmt::mgmt_raft_client::MgmtRaftClient;
 use proto::mgmt::RaftMsg;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use rdb::{RpcKind, Transport, TransportError};
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use super::TypeConfig;
-
-type NodeId = u64;
-
-pub struct Network {
+pub struct GrpcTransport {
     tls: Option<ClientTlsConfig>,
+    clients: Mutex<HashMap<String, MgmtRaftClient<Channel>>>,
 }
 
-impl Network {
+impl GrpcTransport {
     pub fn new(tls: Option<ClientTlsConfig>) -> Self {
-        Network { tls }
+        GrpcTransport {
+            tls,
+            clients: Mutex::new(HashMap::new()),
+        }
     }
-}
 
-/// The three raft RPCs.
-#[derive(Clone, Copy)]
-enum Rpc {
-    AppendEntries,
-    Vote,
-    InstallSnapshot,
-}
+    fn client(&self, addr: &str) -> Result<MgmtRaftClient<Channel>, TransportError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .map_err(|_| TransportError::Failed("raft client table lock poisoned".into()))?;
+        if let Some(c) = clients.get(addr) {
+            return Ok(c.clone());
+        }
+        let c =
+            crate::peer::client(addr, self.tls.as_ref()).map_err(TransportError::Unreachable)?;
+        clients.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
 
-pub struct Conn {
-    target: NodeId,
-    addr: String,
-    tls: Option<ClientTlsConfig>,
-    client: Option<MgmtRaftClient<Channel>>,
-}
-
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = Conn;
-
-    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Conn {
-        Conn {
-            target,
-            addr: node.addr.clone(),
-            tls: self.tls.clone(),
-            client: None,
+    fn forget(&self, addr: &str) {
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.remove(addr);
         }
     }
 }
 
-impl Conn {
-    async fn client(&mut self) -> Result<&mut MgmtRaftClient<Channel>, std::io::Error> {
-        if self.client.is_none() {
-            self.client = Some(
-                crate::peer::client(&self.addr, self.tls.as_ref())
-                    .map_err(std::io::Error::other)?,
-            );
-        }
-        self.client
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("no client"))
-    }
-
-    async fn send<
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    >(
-        &mut self,
-        rpc: Rpc,
-        req: &Req,
-    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
-        let data = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let target = self.target;
-        let client = self
-            .client()
-            .await
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let msg = RaftMsg { data };
-        let r = match rpc {
-            Rpc::AppendEntries => client.append_entries(msg).await,
-            Rpc::Vote => client.vote(msg).await,
-            Rpc::InstallSnapshot => client.install_snapshot(msg).await,
-        };
-        let reply = match r {
-            Ok(r) => r.into_inner(),
-            Err(st) => {
-                self.client = None;
-                return Err(RPCError::Unreachable(Unreachable::new(&st)));
+impl Transport for GrpcTransport {
+    fn call(
+        &self,
+        addr: &str,
+        rpc: RpcKind,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Vec<u8>, TransportError>> + Send {
+        let addr = addr.to_string();
+        async move {
+            let mut client = self.client(&addr)?;
+            let msg = RaftMsg { data: payload };
+            let call = async {
+                match rpc {
+                    RpcKind::AppendEntries => client.append_entries(msg).await,
+                    RpcKind::Vote => client.vote(msg).await,
+                    RpcKind::InstallSnapshot => client.install_snapshot(msg).await,
+                }
+            };
+            match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(r)) => Ok(r.into_inner().data),
+                Ok(Err(st)) => {
+                    self.forget(&addr);
+                    Err(TransportError::Unreachable(format!("{addr}: {st}")))
+                }
+                Err(_) => Err(TransportError::Timeout(timeout)),
             }
-        };
-        let res: Result<Resp, RaftError<NodeId, E>> = serde_json::from_slice(&reply.data)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        res.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
-    }
-}
-
-impl RaftNetwork<TypeConfig> for Conn {
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(Rpc::AppendEntries, &rpc).await
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        self.send(Rpc::InstallSnapshot, &rpc).await
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        self.send(Rpc::Vote, &rpc).await
+        }
     }
 }

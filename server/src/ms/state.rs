@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use proto::Der;
+use proto::{DaosError, Der};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,12 +126,17 @@ pub enum MsCmd {
     },
 }
 
-/// The outcome of applying one command.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The outcome of applying one command. `Ok` is also what raft's own entries
+/// (blank, membership) apply to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub enum MsResp {
+    #[default]
     Ok,
     Rank(u32),
-    Err { code: i32, msg: String },
+    Err {
+        code: i32,
+        msg: String,
+    },
 }
 
 impl MsResp {
@@ -287,6 +292,25 @@ impl SystemDb {
         self.pools
             .get(id)
             .or_else(|| self.pools.values().find(|p| p.label == id))
+    }
+}
+
+impl rdb::Db for SystemDb {
+    type Cmd = MsCmd;
+    type Resp = MsResp;
+
+    fn apply(&mut self, cmd: MsCmd) -> MsResp {
+        SystemDb::apply(self, cmd)
+    }
+
+    fn resp_error(resp: &MsResp) -> Option<DaosError> {
+        match resp {
+            MsResp::Err { code, msg } => Some(DaosError::new(
+                Der::from_code(*code).unwrap_or(Der::MISC),
+                msg.clone(),
+            )),
+            _ => None,
+        }
     }
 }
 

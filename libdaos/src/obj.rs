@@ -1,0 +1,792 @@
+//! Objects: dkey/akey I/O placed on the pool's targets by the object class,
+//! and the key-value and byte-array views built on it.
+//!
+//! Invariants: the shard an I/O goes to is computed here from the pool map
+//! with `placement::layout` (the function the engines use too); a write goes
+//! to the first shard of the dkey's redundancy group, which makes it durable
+//! on every replica before answering; a read goes to one replica and moves to
+//! the next one if that one does not answer. A call that fails with an error
+//! a restart or an election explains is retried until the context's
+//! `retry_for` has passed.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, TryStreamExt};
+use placement::{Layout, ObjectClass, ObjectId, TargetId};
+use prost::Message;
+use proto::obj::{self as pb, IodKind, ObjTarget};
+use proto::opcode;
+use proto::{DaosError, Der};
+
+use crate::client::retryable;
+use crate::cont::Container;
+use crate::error::Error;
+
+/// Epoch meaning "the latest".
+pub const EPOCH_LATEST: u64 = u64::MAX;
+
+/// A range of array records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recx {
+    pub idx: u64,
+    pub nr: u64,
+}
+
+/// DAOS's `DAOS_COND_*` flags for conditional operations (DAOS's values).
+pub mod cond {
+    pub const NONE: u32 = 0;
+    /// Update: fail with `DER_EXIST` if the dkey exists.
+    pub const DKEY_INSERT: u32 = 1;
+    /// Update: fail with `DER_NONEXIST` if the dkey does not exist.
+    pub const DKEY_UPDATE: u32 = 1 << 1;
+    /// Fetch: fail with `DER_NONEXIST` if the dkey does not exist.
+    pub const DKEY_FETCH: u32 = 1 << 2;
+    /// Punch: fail with `DER_NONEXIST` if the dkey does not exist.
+    pub const DKEY_PUNCH: u32 = 1 << 3;
+    pub const AKEY_INSERT: u32 = 1 << 4;
+    pub const AKEY_UPDATE: u32 = 1 << 5;
+    pub const AKEY_FETCH: u32 = 1 << 6;
+    pub const AKEY_PUNCH: u32 = 1 << 7;
+}
+
+/// What an update writes under one akey.
+#[derive(Debug, Clone)]
+pub enum Value {
+    /// A whole value, replacing the previous one.
+    Single(Bytes),
+    /// Records of `rec_size` bytes at `recxs`; `data` holds them in order.
+    Array {
+        rec_size: u32,
+        recxs: Vec<Recx>,
+        data: Bytes,
+    },
+    /// Punches the records at `recxs`.
+    ArrayPunch { recxs: Vec<Recx> },
+}
+
+/// One akey of an update.
+#[derive(Debug, Clone)]
+pub struct Iod {
+    pub akey: Vec<u8>,
+    pub value: Value,
+}
+
+/// One akey of a fetch.
+#[derive(Debug, Clone)]
+pub enum FetchIod {
+    Single { akey: Vec<u8> },
+    Array { akey: Vec<u8>, recxs: Vec<Recx> },
+}
+
+/// What a fetch found for one akey.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// Anything was stored (DAOS: iod_size != 0).
+    pub found: bool,
+    pub rec_size: u32,
+    /// The value, or the records requested (holes read as zeros).
+    pub data: Bytes,
+}
+
+/// An object of a container.
+#[derive(Clone)]
+pub struct Object {
+    pub(crate) cont: Container,
+    pub(crate) oid: ObjectId,
+    class: ObjectClass,
+    /// The layout, and the pool map version it was computed from.
+    layout: std::sync::Arc<Mutex<Option<(u32, Layout)>>>,
+}
+
+pub(crate) fn to_pb_recx(r: &Recx) -> pb::Recx {
+    pb::Recx {
+        idx: r.idx,
+        nr: r.nr,
+    }
+}
+
+/// Encodes iods for the wire: descriptions, and the bulk payload in order.
+pub(crate) fn encode_iods(iods: &[Iod], bulk: &mut BytesMut) -> Result<Vec<pb::Iod>, Error> {
+    iods.iter()
+        .map(|iod| {
+            Ok(match &iod.value {
+                Value::Single(v) => {
+                    bulk.extend_from_slice(v);
+                    pb::Iod {
+                        akey: iod.akey.clone(),
+                        kind: IodKind::IodSingle as i32,
+                        rec_size: v.len() as u32,
+                        recxs: vec![],
+                        data_len: v.len() as u64,
+                    }
+                }
+                Value::Array {
+                    rec_size,
+                    recxs,
+                    data,
+                } => {
+                    let want: u64 = recxs.iter().map(|r| r.nr).sum::<u64>() * u64::from(*rec_size);
+                    if want != data.len() as u64 {
+                        return Err(DaosError::new(
+                            Der::INVAL,
+                            format!(
+                                "akey {:?}: extents need {want} bytes, {} given",
+                                String::from_utf8_lossy(&iod.akey),
+                                data.len()
+                            ),
+                        )
+                        .into());
+                    }
+                    bulk.extend_from_slice(data);
+                    pb::Iod {
+                        akey: iod.akey.clone(),
+                        kind: IodKind::IodArray as i32,
+                        rec_size: *rec_size,
+                        recxs: recxs.iter().map(to_pb_recx).collect(),
+                        data_len: data.len() as u64,
+                    }
+                }
+                Value::ArrayPunch { recxs } => pb::Iod {
+                    akey: iod.akey.clone(),
+                    kind: IodKind::IodArrayPunch as i32,
+                    rec_size: 0,
+                    recxs: recxs.iter().map(to_pb_recx).collect(),
+                    data_len: 0,
+                },
+            })
+        })
+        .collect()
+}
+
+impl Object {
+    pub(crate) fn new(cont: Container, oid: ObjectId) -> Result<Object, Error> {
+        let class = oid.class().map_err(|e| Error::Daos(e.to_daos()))?;
+        if class.name().starts_with("EC_") {
+            return Err(DaosError::new(
+                Der::NOSYS,
+                format!(
+                    "object {oid}: erasure-coded class {} is not supported yet",
+                    class.name()
+                ),
+            )
+            .into());
+        }
+        Ok(Object {
+            cont,
+            oid,
+            class,
+            layout: Default::default(),
+        })
+    }
+
+    pub fn oid(&self) -> ObjectId {
+        self.oid
+    }
+
+    pub fn class(&self) -> &ObjectClass {
+        &self.class
+    }
+
+    /// The object's layout under the current pool map.
+    pub(crate) fn layout(&self) -> Result<(u32, Layout), Error> {
+        let map = self.cont.pool().map();
+        let mut g = match self.layout.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if let Some((v, l)) = g.as_ref() {
+            if *v == map.version {
+                return Ok((*v, l.clone()));
+            }
+        }
+        let l = placement::layout(&map, self.oid).map_err(|e| Error::Daos(e.to_daos()))?;
+        *g = Some((map.version, l.clone()));
+        Ok((map.version, l))
+    }
+
+    /// The shards of the redundancy group holding `dkey`.
+    pub(crate) fn group_of(&self, dkey: &[u8]) -> Result<(u32, Vec<TargetId>), Error> {
+        let (v, l) = self.layout()?;
+        let g = placement::dkey_group(&l, dkey);
+        let shards = l.groups.get(g).cloned().unwrap_or_default();
+        if shards.is_empty() {
+            return Err(DaosError::new(
+                Der::INVAL,
+                format!("object {}: empty redundancy group {g}", self.oid),
+            )
+            .into());
+        }
+        Ok((v, shards))
+    }
+
+    pub(crate) fn target(&self, tgt: u32, map_version: u32) -> ObjTarget {
+        let c = &self.cont.inner;
+        ObjTarget {
+            pool_uuid: c.pool.uuid().to_string(),
+            cont_uuid: c.uuid.clone(),
+            coh: c.coh.clone(),
+            oid_hi: self.oid.hi,
+            oid_lo: self.oid.lo,
+            tgt,
+            map_version,
+        }
+    }
+
+    /// Sends a request to one shard, retrying what a restart explains.
+    async fn call<Req: Message, Resp: Message + Default>(
+        &self,
+        shard: TargetId,
+        opcode: u32,
+        req: &Req,
+        bulk: Bytes,
+    ) -> Result<(Resp, Bytes), Error> {
+        let daos = self.cont.pool().daos().clone();
+        let deadline = tokio::time::Instant::now() + daos.opts().retry_for;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            match daos.rpc(shard.rank.0, opcode, req, bulk.clone()).await {
+                Err(e) if retryable(e.der()) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(oid = %self.oid, rank = shard.rank.0, tgt = shard.tgt.0, "opcode {opcode:#x}: {e}; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Writes `iods` under `dkey`; returns the epoch of the write.
+    pub async fn update(&self, dkey: &[u8], iods: &[Iod], cond: u32) -> Result<u64, Error> {
+        self.cont.check_rw()?;
+        let (v, shards) = self.group_of(dkey)?;
+        let mut bulk = BytesMut::new();
+        let req = pb::UpdateReq {
+            t: Some(self.target(shards[0].tgt.0, v)),
+            epoch: 0,
+            dkey: dkey.to_vec(),
+            iods: encode_iods(iods, &mut bulk)?,
+            cond,
+            replicas: shards[1..]
+                .iter()
+                .map(|s| pb::ShardLoc {
+                    rank: s.rank.0,
+                    tgt: s.tgt.0,
+                })
+                .collect(),
+        };
+        let (r, _): (pb::UpdateResp, _) = self
+            .call(shards[0], opcode::obj::UPDATE, &req, bulk.freeze())
+            .await?;
+        Ok(r.epoch)
+    }
+
+    /// Reads `iods` under `dkey` at `epoch` ([`EPOCH_LATEST`] for the newest).
+    pub async fn fetch(
+        &self,
+        dkey: &[u8],
+        iods: &[FetchIod],
+        epoch: u64,
+        cond: u32,
+    ) -> Result<Vec<Fetched>, Error> {
+        let daos = self.cont.pool().daos().clone();
+        let deadline = tokio::time::Instant::now() + daos.opts().retry_for;
+        let mut delay = Duration::from_millis(20);
+        loop {
+            let (v, shards) = self.group_of(dkey)?;
+            let mut last = None;
+            for shard in &shards {
+                let req = pb::FetchReq {
+                    t: Some(self.target(shard.tgt.0, v)),
+                    epoch,
+                    dkey: dkey.to_vec(),
+                    iods: iods
+                        .iter()
+                        .map(|f| match f {
+                            FetchIod::Single { akey } => pb::FetchIod {
+                                akey: akey.clone(),
+                                kind: IodKind::IodSingle as i32,
+                                recxs: vec![],
+                            },
+                            FetchIod::Array { akey, recxs } => pb::FetchIod {
+                                akey: akey.clone(),
+                                kind: IodKind::IodArray as i32,
+                                recxs: recxs.iter().map(to_pb_recx).collect(),
+                            },
+                        })
+                        .collect(),
+                    cond,
+                };
+                match daos
+                    .rpc::<_, pb::FetchResp>(shard.rank.0, opcode::obj::FETCH, &req, Bytes::new())
+                    .await
+                {
+                    Ok((r, mut bulk)) => {
+                        let mut out = Vec::with_capacity(r.outs.len());
+                        for o in r.outs {
+                            let n = o.data_len as usize;
+                            if n > bulk.len() {
+                                return Err(DaosError::new(
+                                    Der::PROTO,
+                                    format!(
+                                        "fetch reply from rank {}: bulk shorter than described",
+                                        shard.rank.0
+                                    ),
+                                )
+                                .into());
+                            }
+                            out.push(Fetched {
+                                found: o.found,
+                                rec_size: o.rec_size,
+                                data: bulk.split_to(n),
+                            });
+                        }
+                        return Ok(out);
+                    }
+                    // Another replica may answer, or this one a little later.
+                    Err(e) if retryable(e.der()) => last = Some(e),
+                    Err(e) => return Err(e),
+                }
+            }
+            let last =
+                last.unwrap_or_else(|| DaosError::new(Der::UNREACH, "no replica answered").into());
+            if tokio::time::Instant::now() >= deadline {
+                return Err(last);
+            }
+            tracing::debug!(oid = %self.oid, "fetch: {last}; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn punch_req(
+        &self,
+        dkey_for_group: Option<&[u8]>,
+        kind: pb::PunchKind,
+        dkeys: Vec<Vec<u8>>,
+        akeys: Vec<Vec<u8>>,
+        cond: u32,
+    ) -> Result<(), Error> {
+        self.cont.check_rw()?;
+        let (v, l) = self.layout()?;
+        let groups: Vec<Vec<TargetId>> = match dkey_for_group {
+            Some(d) => vec![self.group_of(d)?.1],
+            None => l.groups.clone(),
+        };
+        let calls = groups.into_iter().map(|shards| {
+            let req = pb::PunchReq {
+                t: Some(self.target(shards[0].tgt.0, v)),
+                epoch: 0,
+                kind: kind as i32,
+                dkeys: dkeys.clone(),
+                akeys: akeys.clone(),
+                cond,
+                replicas: shards[1..]
+                    .iter()
+                    .map(|s| pb::ShardLoc {
+                        rank: s.rank.0,
+                        tgt: s.tgt.0,
+                    })
+                    .collect(),
+            };
+            async move {
+                let _: (pb::PunchResp, _) = self
+                    .call(shards[0], opcode::obj::PUNCH, &req, Bytes::new())
+                    .await?;
+                Ok::<(), Error>(())
+            }
+        });
+        futures::stream::iter(calls)
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Punches the whole object.
+    pub async fn punch(&self) -> Result<(), Error> {
+        self.punch_req(None, pb::PunchKind::PunchObj, vec![], vec![], cond::NONE)
+            .await
+    }
+
+    /// Punches one dkey (with `cond::DKEY_PUNCH`: fails `DER_NONEXIST` if absent).
+    pub async fn punch_dkey(&self, dkey: &[u8], cond: u32) -> Result<(), Error> {
+        self.punch_req(
+            Some(dkey),
+            pb::PunchKind::PunchDkeys,
+            vec![dkey.to_vec()],
+            vec![],
+            cond,
+        )
+        .await
+    }
+
+    /// Punches akeys under one dkey.
+    pub async fn punch_akeys(
+        &self,
+        dkey: &[u8],
+        akeys: &[Vec<u8>],
+        cond: u32,
+    ) -> Result<(), Error> {
+        self.punch_req(
+            Some(dkey),
+            pb::PunchKind::PunchAkeys,
+            vec![dkey.to_vec()],
+            akeys.to_vec(),
+            cond,
+        )
+        .await
+    }
+
+    async fn enumerate_group(
+        &self,
+        shards: &[TargetId],
+        v: u32,
+        req_kind: pb::EnumKind,
+        dkey: &[u8],
+        akey: &[u8],
+        anchor: Vec<u8>,
+        max: u32,
+    ) -> Result<pb::EnumResp, Error> {
+        let shard = shards[0];
+        let req = pb::EnumReq {
+            t: Some(self.target(shard.tgt.0, v)),
+            epoch: EPOCH_LATEST,
+            kind: req_kind as i32,
+            dkey: dkey.to_vec(),
+            akey: akey.to_vec(),
+            anchor,
+            max,
+        };
+        let (r, _) = self
+            .call(shard, opcode::obj::ENUMERATE, &req, Bytes::new())
+            .await?;
+        Ok(r)
+    }
+
+    /// Every dkey of the object (over all its redundancy groups; order is by
+    /// group, then by key).
+    pub async fn list_dkeys(&self) -> Result<Vec<Vec<u8>>, Error> {
+        let (v, l) = self.layout()?;
+        let mut out = Vec::new();
+        for shards in &l.groups {
+            let mut anchor = Vec::new();
+            loop {
+                let r = self
+                    .enumerate_group(shards, v, pb::EnumKind::EnumDkeys, &[], &[], anchor, 1024)
+                    .await?;
+                out.extend(r.keys);
+                if r.eof {
+                    break;
+                }
+                anchor = r.anchor;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One page of dkeys from `anchor`; returns the keys and the next anchor
+    /// (`None` at the end). An anchor is the group index and the engine's anchor.
+    pub async fn list_dkeys_page(
+        &self,
+        anchor: Option<(usize, Vec<u8>)>,
+        max: u32,
+    ) -> Result<(Vec<Vec<u8>>, Option<(usize, Vec<u8>)>), Error> {
+        let (v, l) = self.layout()?;
+        let (mut g, mut a) = anchor.unwrap_or((0, Vec::new()));
+        while let Some(shards) = l.groups.get(g) {
+            let r = self
+                .enumerate_group(shards, v, pb::EnumKind::EnumDkeys, &[], &[], a, max)
+                .await?;
+            if r.eof {
+                g += 1;
+                a = Vec::new();
+                if r.keys.is_empty() {
+                    continue;
+                }
+                let next = (g < l.groups.len()).then_some((g, Vec::new()));
+                return Ok((r.keys, next));
+            }
+            return Ok((r.keys, Some((g, r.anchor))));
+        }
+        Ok((Vec::new(), None))
+    }
+
+    /// Every akey under `dkey`.
+    pub async fn list_akeys(&self, dkey: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
+        let (v, shards) = self.group_of(dkey)?;
+        let mut out = Vec::new();
+        let mut anchor = Vec::new();
+        loop {
+            let r = self
+                .enumerate_group(&shards, v, pb::EnumKind::EnumAkeys, dkey, &[], anchor, 1024)
+                .await?;
+            out.extend(r.keys);
+            if r.eof {
+                return Ok(out);
+            }
+            anchor = r.anchor;
+        }
+    }
+
+    /// The largest dkey of the object and, for `akey`, one past its highest
+    /// record under that dkey (over all groups).
+    pub async fn query_max(&self, akey: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, Error> {
+        let (v, l) = self.layout()?;
+        let calls = l.groups.iter().map(|shards| {
+            let req = pb::QueryKeyReq {
+                t: Some(self.target(shards[0].tgt.0, v)),
+                epoch: EPOCH_LATEST,
+                akey: akey.to_vec(),
+            };
+            let shard = shards[0];
+            async move {
+                let (r, _): (pb::QueryKeyResp, _) = self
+                    .call(shard, opcode::obj::QUERY_KEY, &req, Bytes::new())
+                    .await?;
+                Ok::<_, Error>(r)
+            }
+        });
+        let all: Vec<pb::QueryKeyResp> = futures::stream::iter(calls)
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter(|r| r.found)
+            .max_by(|a, b| a.max_dkey.cmp(&b.max_dkey))
+            .map(|r| (r.max_dkey, r.has_recx.then_some(r.recx_end))))
+    }
+}
+
+/// A key-value object: each key is a dkey holding one single value.
+#[derive(Clone)]
+pub struct Kv {
+    obj: Object,
+}
+
+const KV_AKEY: &[u8] = b"\0";
+
+impl Kv {
+    pub(crate) fn new(obj: Object) -> Kv {
+        Kv { obj }
+    }
+
+    pub fn object(&self) -> &Object {
+        &self.obj
+    }
+
+    /// Stores `value` under `key`, replacing what was there.
+    pub async fn put(&self, key: &[u8], value: Bytes) -> Result<(), Error> {
+        self.put_cond(key, value, cond::NONE).await
+    }
+
+    /// Stores `value` under `key` only if `key` does not exist (`DER_EXIST` otherwise).
+    pub async fn insert(&self, key: &[u8], value: Bytes) -> Result<(), Error> {
+        self.put_cond(key, value, cond::DKEY_INSERT).await
+    }
+
+    async fn put_cond(&self, key: &[u8], value: Bytes, cond: u32) -> Result<(), Error> {
+        let iod = Iod {
+            akey: KV_AKEY.to_vec(),
+            value: Value::Single(value),
+        };
+        self.obj.update(key, &[iod], cond).await.map(|_| ())
+    }
+
+    /// The value under `key`, if any.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        let f = self
+            .obj
+            .fetch(
+                key,
+                &[FetchIod::Single {
+                    akey: KV_AKEY.to_vec(),
+                }],
+                EPOCH_LATEST,
+                cond::NONE,
+            )
+            .await?;
+        Ok(f.into_iter().next().filter(|f| f.found).map(|f| f.data))
+    }
+
+    /// Removes `key`; `DER_NONEXIST` if it was not there.
+    pub async fn remove(&self, key: &[u8]) -> Result<(), Error> {
+        self.obj.punch_dkey(key, cond::DKEY_PUNCH).await
+    }
+
+    /// Every key.
+    pub async fn list(&self) -> Result<Vec<Vec<u8>>, Error> {
+        self.obj.list_dkeys().await
+    }
+}
+
+/// A byte array: byte `i` lives in dkey `i / chunk_size` (8 bytes,
+/// big-endian, so key order is chunk order), akey `\0`, record index `i`.
+#[derive(Clone)]
+pub struct Array {
+    obj: Object,
+    chunk: u64,
+}
+
+const ARRAY_AKEY: &[u8] = b"\0";
+
+fn chunk_dkey(c: u64) -> [u8; 8] {
+    c.to_be_bytes()
+}
+
+/// Splits `[off, off+len)` at chunk boundaries: (chunk, offset, length).
+fn split(off: u64, len: u64, chunk: u64) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    let (mut o, end) = (off, off + len);
+    while o < end {
+        let c = o / chunk;
+        let stop = ((c + 1) * chunk).min(end);
+        out.push((c, o, stop - o));
+        o = stop;
+    }
+    out
+}
+
+/// How many chunk I/Os of one array call run at once.
+const ARRAY_PARALLEL: usize = 16;
+
+impl Array {
+    pub(crate) fn new(obj: Object, chunk: u64) -> Result<Array, Error> {
+        if chunk == 0 {
+            return Err(DaosError::new(Der::INVAL, "array chunk size 0").into());
+        }
+        Ok(Array { obj, chunk })
+    }
+
+    pub fn object(&self) -> &Object {
+        &self.obj
+    }
+
+    /// Writes `data` at byte `off`.
+    pub async fn write(&self, off: u64, data: Bytes) -> Result<(), Error> {
+        let pieces = split(off, data.len() as u64, self.chunk);
+        let calls = pieces.into_iter().map(|(c, o, n)| {
+            let s = (o - off) as usize;
+            let piece = data.slice(s..s + n as usize);
+            async move {
+                let iod = Iod {
+                    akey: ARRAY_AKEY.to_vec(),
+                    value: Value::Array {
+                        rec_size: 1,
+                        recxs: vec![Recx { idx: o, nr: n }],
+                        data: piece,
+                    },
+                };
+                self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await
+            }
+        });
+        futures::stream::iter(calls)
+            .buffer_unordered(ARRAY_PARALLEL)
+            .try_collect::<Vec<u64>>()
+            .await?;
+        Ok(())
+    }
+
+    /// Reads `len` bytes at `off`; what was never written reads as zeros.
+    pub async fn read(&self, off: u64, len: u64) -> Result<Bytes, Error> {
+        let pieces = split(off, len, self.chunk);
+        let calls = pieces.into_iter().map(|(c, o, n)| async move {
+            let f = self
+                .obj
+                .fetch(
+                    &chunk_dkey(c),
+                    &[FetchIod::Array {
+                        akey: ARRAY_AKEY.to_vec(),
+                        recxs: vec![Recx { idx: o, nr: n }],
+                    }],
+                    EPOCH_LATEST,
+                    cond::NONE,
+                )
+                .await?;
+            let data = f.into_iter().next().map(|f| f.data).unwrap_or_default();
+            Ok::<_, Error>((o, n, data))
+        });
+        let parts: Vec<(u64, u64, Bytes)> = futures::stream::iter(calls)
+            .buffered(ARRAY_PARALLEL)
+            .try_collect()
+            .await?;
+        if parts.len() == 1 {
+            if let Some((_, n, d)) = parts.first() {
+                if d.len() as u64 == *n {
+                    return Ok(d.clone());
+                }
+            }
+        }
+        let mut out = BytesMut::zeroed(len as usize);
+        for (o, n, d) in parts {
+            let s = (o - off) as usize;
+            let m = (n as usize).min(d.len());
+            out[s..s + m].copy_from_slice(&d[..m]);
+        }
+        Ok(out.freeze())
+    }
+
+    /// The array's size: one past its highest written byte.
+    pub async fn size(&self) -> Result<u64, Error> {
+        Ok(match self.obj.query_max(ARRAY_AKEY).await? {
+            Some((_, Some(end))) => end,
+            _ => 0,
+        })
+    }
+
+    /// Truncates or extends the array to `size` bytes.
+    pub async fn set_size(&self, size: u64) -> Result<(), Error> {
+        let cur = self.size().await?;
+        if size > cur {
+            // The last byte is written (as zero) so the size is recorded.
+            return self.write(size - 1, Bytes::from_static(&[0])).await;
+        }
+        if size == cur {
+            return Ok(());
+        }
+        let first_gone = size.div_ceil(self.chunk);
+        for d in self.obj.list_dkeys().await? {
+            let Ok(b) = <[u8; 8]>::try_from(d.as_slice()) else {
+                continue;
+            };
+            if u64::from_be_bytes(b) >= first_gone {
+                self.obj.punch_dkey(&d, cond::NONE).await?;
+            }
+        }
+        if size % self.chunk != 0 {
+            let c = size / self.chunk;
+            let end = ((c + 1) * self.chunk).min(cur.max(size));
+            let iod = Iod {
+                akey: ARRAY_AKEY.to_vec(),
+                value: Value::ArrayPunch {
+                    recxs: vec![Recx {
+                        idx: size,
+                        nr: end - size,
+                    }],
+                },
+            };
+            self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_at_chunks() {
+        assert_eq!(split(0, 10, 4), vec![(0, 0, 4), (1, 4, 4), (2, 8, 2)]);
+        assert_eq!(split(5, 2, 4), vec![(1, 5, 2)]);
+        assert_eq!(split(3, 0, 4), vec![]);
+    }
+
+    #[test]
+    fn chunk_keys_sort_by_chunk() {
+        assert!(chunk_dkey(1) < chunk_dkey(2));
+        assert!(chunk_dkey(255) < chunk_dkey(256));
+    }
+}

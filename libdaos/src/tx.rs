@@ -1,0 +1,185 @@
+//! Transactions: updates and punches over several objects (and so several
+//! shards, ranks and replicas) that become visible together or not at all.
+//!
+//! Invariant: a transaction is sent whole to one engine, the coordinator (the
+//! first shard of its first operation), which runs DAOS's two-phase DTX
+//! protocol over every shard involved: all prepare durably, then all commit.
+//! A reader that meets a prepared but not yet committed operation gets
+//! `DER_INPROGRESS` and retries, so nobody sees half a transaction. The
+//! transaction id is chosen here, so re-sending a commit whose reply was lost
+//! is answered from the coordinator's record instead of being applied twice.
+
+use bytes::{Bytes, BytesMut};
+use proto::obj as pb;
+use proto::opcode;
+use proto::{DaosError, Der};
+
+use crate::cont::Container;
+use crate::error::Error;
+use crate::obj::{encode_iods, Iod, Object};
+
+enum Op {
+    Update {
+        dkey: Vec<u8>,
+        iods: Vec<Iod>,
+        cond: u32,
+    },
+    Punch {
+        kind: pb::PunchKind,
+        dkey: Vec<u8>,
+        akeys: Vec<Vec<u8>>,
+        cond: u32,
+    },
+}
+
+/// A transaction being built; nothing is sent before [`Tx::commit`].
+pub struct Tx {
+    cont: Container,
+    ops: Vec<(Object, Op)>,
+}
+
+impl Tx {
+    pub(crate) fn new(cont: Container) -> Tx {
+        Tx {
+            cont,
+            ops: Vec::new(),
+        }
+    }
+
+    /// Adds an update of `iods` under `dkey` of `obj`.
+    pub fn update(&mut self, obj: &Object, dkey: &[u8], iods: Vec<Iod>, cond: u32) -> &mut Self {
+        self.ops.push((
+            obj.clone(),
+            Op::Update {
+                dkey: dkey.to_vec(),
+                iods,
+                cond,
+            },
+        ));
+        self
+    }
+
+    /// Adds a punch of `dkey` of `obj`.
+    pub fn punch_dkey(&mut self, obj: &Object, dkey: &[u8], cond: u32) -> &mut Self {
+        self.ops.push((
+            obj.clone(),
+            Op::Punch {
+                kind: pb::PunchKind::PunchDkeys,
+                dkey: dkey.to_vec(),
+                akeys: vec![],
+                cond,
+            },
+        ));
+        self
+    }
+
+    /// Adds a punch of `akeys` under `dkey` of `obj`.
+    pub fn punch_akeys(
+        &mut self,
+        obj: &Object,
+        dkey: &[u8],
+        akeys: Vec<Vec<u8>>,
+        cond: u32,
+    ) -> &mut Self {
+        self.ops.push((
+            obj.clone(),
+            Op::Punch {
+                kind: pb::PunchKind::PunchAkeys,
+                dkey: dkey.to_vec(),
+                akeys,
+                cond,
+            },
+        ));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Commits every operation atomically; returns the transaction's epoch.
+    /// A failed condition (`DER_EXIST`, `DER_NONEXIST`) aborts the whole
+    /// transaction.
+    pub async fn commit(self) -> Result<u64, Error> {
+        self.cont.check_rw()?;
+        let mut ops = Vec::new();
+        let mut bulk = BytesMut::new();
+        let mut coordinator = None;
+        for (obj, op) in &self.ops {
+            let dkey = match op {
+                Op::Update { dkey, .. } | Op::Punch { dkey, .. } => dkey,
+            };
+            let (v, shards) = obj.group_of(dkey)?;
+            coordinator.get_or_insert(shards[0]);
+            // Every replica of the group runs the operation.
+            for shard in &shards {
+                let mut t = pb::TxOp {
+                    t: Some(obj.target(shard.tgt.0, v)),
+                    rank: shard.rank.0,
+                    dkey: dkey.clone(),
+                    ..Default::default()
+                };
+                match op {
+                    Op::Update { iods, cond, .. } => {
+                        t.iods = encode_iods(iods, &mut bulk)?;
+                        t.cond = *cond;
+                    }
+                    Op::Punch {
+                        kind, akeys, cond, ..
+                    } => {
+                        t.punch = true;
+                        t.punch_kind = *kind as i32;
+                        t.dkeys = vec![dkey.clone()];
+                        t.akeys = akeys.clone();
+                        t.cond = *cond;
+                    }
+                }
+                ops.push(t);
+            }
+        }
+        let Some(coord) = coordinator else {
+            return Ok(0);
+        };
+        let req = pb::TxCommitReq {
+            dtx_id: uuid::Uuid::new_v4().as_bytes().to_vec(),
+            epoch: 0,
+            ops,
+            pool_uuid: self.cont.pool().uuid().to_string(),
+        };
+        let bulk: Bytes = bulk.freeze();
+        let daos = self.cont.pool().daos().clone();
+        let deadline = tokio::time::Instant::now() + daos.opts().retry_for;
+        let mut delay = std::time::Duration::from_millis(20);
+        loop {
+            match daos
+                .rpc::<_, pb::TxCommitResp>(
+                    coord.rank.0,
+                    opcode::obj::TX_COMMIT,
+                    &req,
+                    bulk.clone(),
+                )
+                .await
+            {
+                Ok((r, _)) => return Ok(r.epoch),
+                Err(e)
+                    if matches!(
+                        e.der(),
+                        Der::UNREACH | Der::TIMEDOUT | Der::AGAIN | Der::INPROGRESS
+                    ) && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(rank = coord.rank.0, "transaction commit: {e}; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(1));
+                }
+                Err(e) => {
+                    return Err(match e {
+                        Error::Daos(d) => {
+                            Error::Daos(DaosError::new(d.der, format!("transaction: {}", d.msg)))
+                        }
+                        other => other,
+                    })
+                }
+            }
+        }
+    }
+}

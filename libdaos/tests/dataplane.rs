@@ -1,0 +1,543 @@
+//! The data plane end to end: a real system with two engines (two ranks, two
+//! targets each), the agent, the `daos` CLI and libdaos objects, over real
+//! sockets and files. Needs root (tmpfs SCM) and the workspace binaries.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use libdaos::{cond, Daos, DaosOpts, Iod, ObjectClass, ObjectType, PoolFlags, Value};
+use proto::Der;
+use testkit::{bin, wait_for, EngineSpec, System};
+
+struct Setup {
+    sys: System,
+    agent: PathBuf,
+}
+
+fn two_engines() -> Setup {
+    let spec = EngineSpec {
+        targets: 2,
+        scm_mib: 256,
+        bdev_mib: 512,
+    };
+    let mut sys = System::new(&[spec, spec]);
+    sys.format();
+    let agent = sys.start_agent();
+    sys.dmg_ok(&[
+        "pool",
+        "create",
+        "tank",
+        "--scm-size",
+        "96MiB",
+        "--nvme-size",
+        "400MiB",
+    ]);
+    Setup { sys, agent }
+}
+
+impl Setup {
+    fn daos(&self, args: &[&str]) -> Output {
+        Command::new(bin("daos"))
+            .args(args)
+            .env("DAOS_AGENT_DRPC_DIR", &self.agent)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn daos_ok(&self, args: &[&str]) -> String {
+        let o = self.daos(args);
+        assert!(
+            o.status.success(),
+            "daos {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn daos_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.push("-j");
+        let out = self.daos_ok(&a);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"], 0, "{out}");
+        v["response"].clone()
+    }
+
+    async fn client(&self) -> Daos {
+        Daos::with_opts(DaosOpts {
+            agent_dir: Some(self.agent.clone()),
+            retry_for: Duration::from_secs(90),
+            ..DaosOpts::default()
+        })
+        .await
+        .unwrap()
+    }
+
+    fn engine_pid(&self, idx: usize) -> i32 {
+        self.sys.engine_pid(idx).expect("engine running")
+    }
+
+    /// kill -9 of engine `idx`, then `dmg system start` brings it back.
+    fn crash_and_restart(&self, idx: usize) {
+        let pid = self.engine_pid(idx);
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        wait_for("engine to die", Duration::from_secs(10), || {
+            self.sys.engine_pid(idx).is_none()
+        });
+        wait_for("engine to restart", Duration::from_secs(60), || {
+            self.sys.dmg(&["system", "start"]);
+            self.sys.engine_pid(idx).is_some_and(|p| p != pid)
+        });
+        self.sys.wait_joined(2);
+    }
+}
+
+#[test]
+fn containers_through_the_cli() {
+    let s = two_engines();
+    let out = s.daos_ok(&[
+        "container",
+        "create",
+        "tank",
+        "c1",
+        "--type",
+        "POSIX",
+        "--oclass",
+        "RP_2G1",
+        "--chunk-size",
+        "2MiB",
+    ]);
+    assert!(out.contains("Successfully created container"), "{out}");
+    assert!(out.contains("Container Type : POSIX"), "{out}");
+    let err = s.daos(&["container", "create", "tank", "c1", "--type", "POSIX"]);
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("DER_EXIST"),
+        "{err:?}"
+    );
+    s.daos_ok(&["container", "create", "tank", "c2"]);
+
+    let list = s.daos_json(&["container", "list", "tank"]);
+    let labels: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 2, "{list}");
+    assert!(labels.contains(&"c1") && labels.contains(&"c2"));
+    let text = s.daos_ok(&["pool", "list-containers", "tank"]);
+    assert!(text.contains("c1") && text.contains("c2"), "{text}");
+
+    let q = s.daos_json(&["container", "query", "tank", "c1"]);
+    assert_eq!(q["container_type"], "POSIX");
+    assert_eq!(q["object_class"], "RP_2G1");
+    assert_eq!(q["chunk_size"], 2 << 20);
+
+    s.daos_ok(&["container", "set-attr", "tank", "c1", "color", "blue"]);
+    s.daos_ok(&["container", "set-attr", "tank", "c1", "shape", "round"]);
+    let a = s.daos_json(&["container", "get-attr", "tank", "c1", "color"]);
+    assert_eq!(a[0]["value"], "blue");
+    let l = s.daos_json(&["container", "list-attrs", "tank", "c1"]);
+    assert_eq!(l.as_array().unwrap().len(), 2);
+    s.daos_ok(&["container", "del-attr", "tank", "c1", "color"]);
+    let e = s.daos(&["container", "get-attr", "tank", "c1", "color"]);
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("DER_NONEXIST"),
+        "{e:?}"
+    );
+
+    s.daos_ok(&["container", "create-snap", "tank", "c1", "--snap", "first"]);
+    let snaps = s.daos_json(&["container", "list-snaps", "tank", "c1"]);
+    assert_eq!(snaps[0]["name"], "first");
+    s.daos_ok(&["container", "destroy-snap", "tank", "c1", "--snap", "first"]);
+    assert_eq!(
+        s.daos_json(&["container", "list-snaps", "tank", "c1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+
+    s.daos_ok(&[
+        "container",
+        "set-prop",
+        "tank",
+        "c1",
+        "--properties",
+        "label:renamed,rd_fac:1",
+    ]);
+    let props = s.daos_json(&["container", "get-prop", "tank", "renamed"]);
+    let get = |n: &str| {
+        props
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == n)
+            .unwrap()["value"]
+            .clone()
+    };
+    assert_eq!(get("label"), "renamed");
+    assert_eq!(get("rd_fac"), "1");
+    let bad = s.daos(&[
+        "container",
+        "set-prop",
+        "tank",
+        "renamed",
+        "--properties",
+        "bogus:1",
+    ]);
+    assert!(!bad.status.success());
+
+    let pq = s.daos_json(&["pool", "query", "tank"]);
+    assert_eq!(pq["total_targets"], 4, "{pq}");
+    assert!(pq["tier_stats"][0]["total"].as_u64().unwrap() > 0);
+
+    s.daos_ok(&["container", "destroy", "tank", "renamed"]);
+    s.daos_ok(&["container", "destroy", "tank", "c2", "--force"]);
+    assert_eq!(
+        s.daos_json(&["container", "list", "tank"])
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    let gone = s.daos(&["container", "query", "tank", "c2"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("DER_NONEXIST"));
+}
+
+fn class(name: &str) -> ObjectClass {
+    ObjectClass::from_name(name).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_across_two_engines() {
+    let s = two_engines();
+    s.daos_ok(&["container", "create", "tank", "c1", "--type", "POSIX"]);
+    let daos = s.client().await;
+    let pool = daos
+        .pool_connect("tank", PoolFlags::ReadWrite)
+        .await
+        .unwrap();
+    let cont = pool.open_container("c1", true).await.unwrap();
+
+    // SX: one shard per target, so both ranks hold some of it.
+    let oid = cont
+        .alloc_oid(ObjectType::KvHashed, &class("SX"))
+        .await
+        .unwrap();
+    let kv = cont.kv(oid).unwrap();
+    let layout = placement::layout(&pool.map(), oid).unwrap();
+    let ranks: std::collections::BTreeSet<u32> =
+        layout.groups.iter().flatten().map(|t| t.rank.0).collect();
+    assert_eq!(ranks.len(), 2, "SX shards on both ranks: {layout:?}");
+    for i in 0..200u32 {
+        kv.put(format!("k{i}").as_bytes(), Bytes::from(format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    for i in 0..200u32 {
+        let v = kv.get(format!("k{i}").as_bytes()).await.unwrap();
+        assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()));
+    }
+    assert_eq!(kv.list().await.unwrap().len(), 200);
+    assert!(kv.get(b"missing").await.unwrap().is_none());
+    let e = kv
+        .insert(b"k1", Bytes::from_static(b"x"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.der(), Der::EXIST);
+    kv.remove(b"k1").await.unwrap();
+    assert!(kv.get(b"k1").await.unwrap().is_none());
+    assert_eq!(kv.remove(b"k1").await.unwrap_err().der(), Der::NONEXIST);
+
+    // RP_2G1: a copy on each rank; reads survive the loss of either.
+    let oid = cont
+        .alloc_oid(ObjectType::ArrayByte, &class("RP_2G1"))
+        .await
+        .unwrap();
+    let arr = cont.array(oid, 1 << 20).unwrap();
+    let layout = placement::layout(&pool.map(), oid).unwrap();
+    let g: Vec<u32> = layout.groups[0].iter().map(|t| t.rank.0).collect();
+    assert_eq!(g.len(), 2);
+    assert_ne!(g[0], g[1], "replicas on both ranks");
+    let data: Vec<u8> = (0..(3u32 << 20) + 12345).map(|i| (i % 251) as u8).collect();
+    arr.write(0, Bytes::from(data.clone())).await.unwrap();
+    assert_eq!(arr.size().await.unwrap(), data.len() as u64);
+    assert_eq!(
+        &arr.read(0, data.len() as u64).await.unwrap()[..],
+        &data[..]
+    );
+    // Sparse reads are zeros; truncation shrinks.
+    arr.write(10 << 20, Bytes::from_static(b"end"))
+        .await
+        .unwrap();
+    assert_eq!(arr.size().await.unwrap(), (10 << 20) + 3);
+    let hole = arr.read(5 << 20, 4096).await.unwrap();
+    assert!(hole.iter().all(|b| *b == 0));
+    arr.set_size(1 << 20).await.unwrap();
+    assert_eq!(arr.size().await.unwrap(), 1 << 20);
+    arr.set_size(2 << 20).await.unwrap();
+    assert_eq!(arr.size().await.unwrap(), 2 << 20);
+    let tail = arr.read(1 << 20, 1 << 20).await.unwrap();
+    assert!(
+        tail.iter().all(|b| *b == 0),
+        "truncated bytes read back as zeros"
+    );
+
+    // Kill the engine holding the first replica: reads go to the other one.
+    let victim_rank = g[0];
+    let idx = rank_index(&s, victim_rank);
+    let pid = s.engine_pid(idx);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("engine to die", Duration::from_secs(10), || {
+        s.sys.engine_pid(idx).is_none()
+    });
+    let r = arr.read(0, 1 << 20).await.unwrap();
+    assert_eq!(&r[..], &data[..1 << 20]);
+    s.crash_and_restart_after_kill(idx, pid);
+    arr.write(0, Bytes::from_static(b"again")).await.unwrap();
+    assert_eq!(&arr.read(0, 5).await.unwrap()[..], b"again");
+
+    // A transaction over two objects: all or nothing.
+    let a = cont
+        .object(
+            cont.alloc_oid(ObjectType::MultiHashed, &class("S1"))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+    let b = cont
+        .object(
+            cont.alloc_oid(ObjectType::MultiHashed, &class("RP_2G1"))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+    let single = |v: &'static [u8]| {
+        vec![Iod {
+            akey: b"a".to_vec(),
+            value: Value::Single(Bytes::from_static(v)),
+        }]
+    };
+    let mut tx = cont.tx();
+    tx.update(&a, b"d", single(b"one"), cond::DKEY_INSERT);
+    tx.update(&b, b"d", single(b"two"), cond::DKEY_INSERT);
+    tx.commit().await.unwrap();
+    let get = |o: &libdaos::Object| {
+        let o = o.clone();
+        async move {
+            let f = o
+                .fetch(
+                    b"d",
+                    &[libdaos::FetchIod::Single {
+                        akey: b"a".to_vec(),
+                    }],
+                    libdaos::EPOCH_LATEST,
+                    0,
+                )
+                .await
+                .unwrap();
+            f[0].found.then(|| f[0].data.clone())
+        }
+    };
+    assert_eq!(get(&a).await.as_deref(), Some(&b"one"[..]));
+    assert_eq!(get(&b).await.as_deref(), Some(&b"two"[..]));
+    // The second insert fails its condition, so the first update is not applied either.
+    let c = cont
+        .object(
+            cont.alloc_oid(ObjectType::MultiHashed, &class("S1"))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+    let mut tx = cont.tx();
+    tx.update(&c, b"d", single(b"three"), cond::DKEY_INSERT);
+    tx.update(&b, b"d", single(b"again"), cond::DKEY_INSERT);
+    assert_eq!(tx.commit().await.unwrap_err().der(), Der::EXIST);
+    assert_eq!(get(&c).await, None);
+    assert_eq!(get(&b).await.as_deref(), Some(&b"two"[..]));
+
+    cont.close().await.unwrap();
+    pool.disconnect().await.unwrap();
+    for log in ["engine0.log", "engine1.log"] {
+        let errs: Vec<String> = s
+            .sys
+            .error_lines(log)
+            .into_iter()
+            .filter(|l| !l.contains("flush failed"))
+            .collect();
+        assert!(errs.is_empty(), "{log}: {errs:?}");
+    }
+}
+
+/// The engine index (in daos_server.yml) that has `rank`.
+fn rank_index(s: &Setup, rank: u32) -> usize {
+    let v = s.sys.dmg_json(&["system", "query"]);
+    let m = v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["rank"] == rank)
+        .unwrap()
+        .clone();
+    m["instance_idx"].as_u64().unwrap() as usize
+}
+
+impl Setup {
+    fn crash_and_restart_after_kill(&self, idx: usize, old: i32) {
+        wait_for("engine to restart", Duration::from_secs(60), || {
+            self.sys.dmg(&["system", "start"]);
+            self.sys.engine_pid(idx).is_some_and(|p| p != old)
+        });
+        self.sys.wait_joined(2);
+    }
+}
+
+/// Writes from many tasks while one engine is killed with -9 and restarted,
+/// three times; afterwards every acknowledged write reads back intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_engine_kill9() {
+    let s = two_engines();
+    s.daos_ok(&["container", "create", "tank", "c1"]);
+    let daos = s.client().await;
+    let pool = daos
+        .pool_connect("tank", PoolFlags::ReadWrite)
+        .await
+        .unwrap();
+    let cont = pool.open_container("c1", true).await.unwrap();
+    let arr = cont
+        .array(
+            cont.alloc_oid(ObjectType::ArrayByte, &class("SX"))
+                .await
+                .unwrap(),
+            64 << 10,
+        )
+        .unwrap();
+    let kv = cont
+        .kv(cont
+            .alloc_oid(ObjectType::KvHashed, &class("RP_2G1"))
+            .await
+            .unwrap())
+        .unwrap();
+
+    // Block i of the array holds a pattern of (i, round); the latest
+    // acknowledged round per block is what must read back.
+    const BLOCK: usize = 48 << 10;
+    const BLOCKS: u64 = 64;
+    // Per block: (last acknowledged round, last attempted round). A write
+    // that failed may or may not have landed, so either is acceptable.
+    let acked: Arc<Mutex<BTreeMap<u64, (u32, u32)>>> = Arc::default();
+    let kv_acked: Arc<Mutex<BTreeMap<u32, u32>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pattern = |blk: u64, round: u32| -> Vec<u8> {
+        (0..BLOCK)
+            .map(|j| (blk as usize * 31 + round as usize * 7 + j) as u8)
+            .collect()
+    };
+    let mut writers = Vec::new();
+    for w in 0..4u64 {
+        let (arr, kv, acked, kv_acked, stop, failed) = (
+            arr.clone(),
+            kv.clone(),
+            acked.clone(),
+            kv_acked.clone(),
+            stop.clone(),
+            failed.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut round = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                for blk in (w..BLOCKS).step_by(4) {
+                    let data = pattern(blk, round);
+                    let r = arr.write(blk * BLOCK as u64, Bytes::from(data)).await;
+                    let ok = r.is_ok();
+                    if let Err(e) = r {
+                        eprintln!("block {blk} round {round}: {e}");
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let mut g = acked.lock().unwrap();
+                    let e = g.entry(blk).or_insert((0, 0));
+                    e.1 = round;
+                    if ok {
+                        e.0 = round;
+                    }
+                }
+                let key = (w as u32) * 1000 + round;
+                if kv
+                    .put(&key.to_be_bytes(), Bytes::from(key.to_le_bytes().to_vec()))
+                    .await
+                    .is_ok()
+                {
+                    kv_acked.lock().unwrap().insert(key, key);
+                }
+            }
+        }));
+    }
+    let kills = std::env::var("DATAPLANE_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for i in 0..kills {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idx = i % 2;
+        let s2 = &s;
+        tokio::task::block_in_place(|| s2.crash_and_restart(idx));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(
+        acked.len() as u64,
+        BLOCKS,
+        "every block was written at least once"
+    );
+    // Writes wait out an engine's restart instead of failing.
+    assert_eq!(
+        failed.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "writes failed"
+    );
+    for (blk, (round, tried)) in acked {
+        assert!(round > 0, "block {blk}: no write was ever acknowledged");
+        let got = arr.read(blk * BLOCK as u64, BLOCK as u64).await.unwrap();
+        // A write spanning two chunks is two updates: one that failed may
+        // have landed in one chunk only. Every 4 KiB must hold the last
+        // acknowledged round or a later attempted one, never anything older.
+        let want: Vec<Vec<u8>> = (round..=tried).map(|r| pattern(blk, r)).collect();
+        for off in (0..BLOCK).step_by(4096) {
+            assert!(
+                want.iter().any(|w| got[off..off + 4096] == w[off..off + 4096]),
+                "block {blk} bytes {off}..: not round {round} (acknowledged) nor a later attempt up to {tried}"
+            );
+        }
+    }
+    let kv_acked = kv_acked.lock().unwrap().clone();
+    assert!(kv_acked.len() > 10);
+    for (k, v) in kv_acked {
+        assert_eq!(
+            kv.get(&k.to_be_bytes()).await.unwrap().as_deref(),
+            Some(&v.to_le_bytes()[..]),
+            "key {k}"
+        );
+    }
+}
