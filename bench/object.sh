@@ -27,7 +27,7 @@ cleanup() { "$repo/scripts/local-system.sh" wipe "$data" >/dev/null 2>&1 || true
 trap cleanup EXIT
 "$repo/scripts/local-system.sh" start "$data"
 (cd "$repo" && cargo build -j2 --release -p libdaos --examples)
-export DAOS_AGENT_DRPC_DIR=$data/agent PATH=$repo/target/release:$PATH
+export DAOS_AGENT_DRPC_DIR=$data/agent PATH=$repo/target/release:$repo/target/release/examples:$PATH
 daos container create tank bench >/dev/null 2>&1 || true
 
 mkdir -p "$repo/bench/results"
@@ -53,7 +53,7 @@ elif f=='read_mibs': print(j['read']['bw_bytes']/1048576)
 
 for round in $(seq 1 "$rounds"); do
     echo "==> round $round: libdaos" >&2
-    obj_bench tank bench --seconds "$secs" --array-mib "$mib" --tag "$round" >> "$out"
+    obj_bench tank bench --seconds "$secs" --array-mib "$mib" --tag "$round" --drop-caches >> "$out"
     echo "==> round $round: raw tiers" >&2
     mkdir -p "$scratch_scm" "$scratch_bulk"
     # What a KV put costs the engine at least: a small durable log append on the SCM tier.

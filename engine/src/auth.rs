@@ -28,7 +28,10 @@ impl Verifier {
         };
         let mut keys = BTreeMap::new();
         let rd = std::fs::read_dir(dir).map_err(|e| {
-            DaosError::new(Der::INVAL, format!("agent key directory {}: {e}", dir.display()))
+            DaosError::new(
+                Der::INVAL,
+                format!("agent key directory {}: {e}", dir.display()),
+            )
         })?;
         for ent in rd.flatten() {
             let p = ent.path();
@@ -54,11 +57,49 @@ impl Verifier {
                 let key = keys.get(&cred.origin).ok_or_else(|| {
                     DaosError::new(
                         Der::NO_PERM,
-                        format!("credential signed by an unknown agent key {:?}", cred.origin),
+                        format!(
+                            "credential signed by an unknown agent key {:?}",
+                            cred.origin
+                        ),
                     )
                 })?;
                 proto::auth::verify(cred, key)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::auth::CredSigner;
+
+    fn cred(s: &CredSigner) -> Credential {
+        s.sign(&AuthSys {
+            user: "alice@".into(),
+            uid: 1000,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_known_agent_keys_are_believed() {
+        let d = tempfile::tempdir().unwrap();
+        let good = CredSigner::generate();
+        let other = CredSigner::generate();
+        std::fs::write(d.path().join("agent_cred.pub"), good.public_pem().unwrap()).unwrap();
+        std::fs::write(d.path().join("notes.txt"), "not a key").unwrap();
+        let v = Verifier::load(Some(d.path())).unwrap();
+        assert_eq!(v.identify(&cred(&good)).unwrap().user, "alice@");
+        assert_eq!(v.identify(&cred(&other)).unwrap_err().der, Der::NO_PERM);
+        let mut forged = cred(&good);
+        if let Some(t) = forged.token.as_mut() {
+            t.data.push(0);
+        }
+        assert_eq!(v.identify(&forged).unwrap_err().der, Der::NO_PERM);
+        // Insecure: the identity is taken as given.
+        let open = Verifier::load(None).unwrap();
+        assert_eq!(open.identify(&cred(&other)).unwrap().user, "alice@");
+        assert!(Verifier::load(Some(&d.path().join("missing"))).is_err());
     }
 }

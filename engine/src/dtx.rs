@@ -85,7 +85,14 @@ async fn prepare_part(e: &Arc<Engine>, pool: &str, id: DtxId, epoch: u64, p: Par
     Ok(())
 }
 
-async fn resolve_part(e: &Arc<Engine>, pool: &str, id: DtxId, rank: u32, tgt: u32, commit: bool) -> Result<()> {
+async fn resolve_part(
+    e: &Arc<Engine>,
+    pool: &str,
+    id: DtxId,
+    rank: u32,
+    tgt: u32,
+    commit: bool,
+) -> Result<()> {
     if rank == e.rank()? {
         return resolve_local(e, pool, id, tgt, commit).await;
     }
@@ -99,7 +106,13 @@ async fn resolve_part(e: &Arc<Engine>, pool: &str, id: DtxId, rank: u32, tgt: u3
     Ok(())
 }
 
-async fn resolve_local(e: &Arc<Engine>, pool: &str, id: DtxId, tgt: u32, commit: bool) -> Result<()> {
+async fn resolve_local(
+    e: &Arc<Engine>,
+    pool: &str,
+    id: DtxId,
+    tgt: u32,
+    commit: bool,
+) -> Result<()> {
     let pool = pool.to_string();
     e.targets()
         .run(tgt, move |ts| {
@@ -116,7 +129,13 @@ async fn resolve_local(e: &Arc<Engine>, pool: &str, id: DtxId, tgt: u32, commit:
 
 /// Runs a transaction over `parts` as its coordinator. The first part must be
 /// this engine's (its target decides).
-pub async fn coordinate(e: &Arc<Engine>, pool: &str, id: DtxId, epoch: u64, parts: Vec<Part>) -> Result<()> {
+pub async fn coordinate(
+    e: &Arc<Engine>,
+    pool: &str,
+    id: DtxId,
+    epoch: u64,
+    parts: Vec<Part>,
+) -> Result<()> {
     let me = e.rank()?;
     let (crank, ctgt) = coordinator_of(id);
     if crank != me || !parts.iter().any(|p| p.rank == me && p.tgt == ctgt) {
@@ -127,7 +146,12 @@ pub async fn coordinate(e: &Arc<Engine>, pool: &str, id: DtxId, epoch: u64, part
         .into());
     }
     let who: Vec<(u32, u32)> = parts.iter().map(|p| (p.rank, p.tgt)).collect();
-    let results = join_all(parts.into_iter().map(|p| prepare_part(e, pool, id, epoch, p))).await;
+    let results = join_all(
+        parts
+            .into_iter()
+            .map(|p| prepare_part(e, pool, id, epoch, p)),
+    )
+    .await;
     if let Some(first) = pick_error(&results) {
         tracing::debug!(%id, "dtx aborted: {first}");
         let aborts = who
@@ -180,14 +204,23 @@ fn pick_error(results: &[Result<()>]) -> Option<Error> {
         .filter_map(|r| r.as_ref().err().map(Error::to_daos))
         .collect();
     errs.iter()
-        .find(|d| matches!(d.der, Der::EXIST | Der::NONEXIST | Der::NOSPACE | Der::INVAL))
+        .find(|d| {
+            matches!(
+                d.der,
+                Der::EXIST | Der::NONEXIST | Der::NOSPACE | Der::INVAL
+            )
+        })
         .or(errs.first())
         .cloned()
         .map(Error::Daos)
 }
 
 /// A client's transaction: group its ops by participant target and run them.
-pub async fn tx_commit(e: &Arc<Engine>, r: pb::TxCommitReq, mut bulk: Bytes) -> Result<pb::TxCommitResp> {
+pub async fn tx_commit(
+    e: &Arc<Engine>,
+    r: pb::TxCommitReq,
+    mut bulk: Bytes,
+) -> Result<pb::TxCommitResp> {
     let me = e.rank()?;
     let first = r
         .ops
@@ -196,7 +229,10 @@ pub async fn tx_commit(e: &Arc<Engine>, r: pb::TxCommitReq, mut bulk: Bytes) -> 
     if first.rank != me {
         return Err(DaosError::new(
             Der::INVAL,
-            format!("transaction sent to rank {me}, its coordinator is rank {}", first.rank),
+            format!(
+                "transaction sent to rank {me}, its coordinator is rank {}",
+                first.rank
+            ),
         )
         .into());
     }
@@ -219,7 +255,9 @@ pub async fn tx_commit(e: &Arc<Engine>, r: pb::TxCommitReq, mut bulk: Bytes) -> 
     match seen {
         DtxState::Committed => return Ok(pb::TxCommitResp { epoch: 0 }),
         DtxState::Prepared => {
-            return Err(DaosError::new(Der::INPROGRESS, format!("dtx {id} is being committed")).into())
+            return Err(
+                DaosError::new(Der::INPROGRESS, format!("dtx {id} is being committed")).into(),
+            )
         }
         DtxState::Aborted | DtxState::Unknown => {}
     }
@@ -334,8 +372,12 @@ pub async fn resolve_pending(e: &Arc<Engine>, started_ns: u64) {
         };
         if let Some(commit) = decided {
             match resolve_local(e, &pool, id, tgt, commit).await {
-                Ok(()) => tracing::info!(%id, pool = %pool, tgt, commit, "settled a pending transaction"),
-                Err(err) => tracing::warn!(%id, pool = %pool, tgt, "settling a pending transaction: {err}"),
+                Ok(()) => {
+                    tracing::info!(%id, pool = %pool, tgt, commit, "settled a pending transaction")
+                }
+                Err(err) => {
+                    tracing::warn!(%id, pool = %pool, tgt, "settling a pending transaction: {err}")
+                }
             }
         }
     }

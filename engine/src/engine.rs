@@ -18,7 +18,8 @@ use proto::{DaosError, Der};
 use crate::error::{Error, Result};
 use crate::hlc::Hlc;
 use crate::storage::{
-    pool_dir, vos_path, ShardRec, Storage, SvcRec, TargetShard, EXTENT_ALIGN, SCM_ALIGN, SHARD_VERSION,
+    pool_dir, vos_path, ShardRec, Storage, SvcRec, TargetShard, EXTENT_ALIGN, SCM_ALIGN,
+    SHARD_VERSION,
 };
 use crate::targets::{Targets, TgtState};
 use crate::vos::{BulkRegion, VosConfig};
@@ -116,7 +117,9 @@ impl Engine {
     /// This engine's rank; `DER_AGAIN` until it has joined.
     pub fn rank(&self) -> Result<u32> {
         match self.rank.load(Ordering::Acquire) {
-            NO_RANK => Err(DaosError::new(Der::AGAIN, "this engine has not joined the system yet").into()),
+            NO_RANK => {
+                Err(DaosError::new(Der::AGAIN, "this engine has not joined the system yet").into())
+            }
             r => Ok(r),
         }
     }
@@ -497,13 +500,16 @@ impl Engine {
 
     fn pool_query_sync(&self, uuid: &str) -> Result<PoolShardInfo> {
         let st = self.lock();
-        st.shards.get(uuid).map(|r| self.shard_info(r)).ok_or_else(|| {
-            DaosError::new(
-                Der::NONEXIST,
-                format!("pool {uuid} has no shard on this engine"),
-            )
-            .into()
-        })
+        st.shards
+            .get(uuid)
+            .map(|r| self.shard_info(r))
+            .ok_or_else(|| {
+                DaosError::new(
+                    Der::NONEXIST,
+                    format!("pool {uuid} has no shard on this engine"),
+                )
+                .into()
+            })
     }
 }
 

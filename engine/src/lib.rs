@@ -101,7 +101,10 @@ pub async fn run(args: EngineArgs, shutdown: CancellationToken) -> Result<(), Er
     let addr = cart::Addr::tcp(SocketAddr::new(ip, args.fabric_port));
     let listener = cart::bind(&addr).await.map_err(|e| {
         let d = e.to_daos();
-        DaosError::new(d.der, format!("binding data-plane endpoint {addr}: {}", d.msg))
+        DaosError::new(
+            d.der,
+            format!("binding data-plane endpoint {addr}: {}", d.msg),
+        )
     })?;
     let uri = listener.local_addr().to_string();
     let fabric = tokio::spawn(cart::serve(
@@ -179,7 +182,7 @@ async fn background(engine: Arc<Engine>, started_ns: u64, shutdown: Cancellation
         }
         dtx::resolve_pending(&engine, started_ns).await;
         n += 1;
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             engine.aggregate().await;
         }
     }

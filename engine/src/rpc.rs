@@ -25,10 +25,7 @@ pub struct DataPlane {
 }
 
 impl cart::Handler for DataPlane {
-    fn handle(
-        &self,
-        req: cart::Incoming,
-    ) -> impl std::future::Future<Output = cart::Reply> + Send {
+    fn handle(&self, req: cart::Incoming) -> impl std::future::Future<Output = cart::Reply> + Send {
         let e = self.engine.clone();
         async move {
             let opcode = req.opcode;
@@ -70,9 +67,18 @@ async fn dispatch(e: &Arc<Engine>, req: cart::Incoming) -> Result<(Bytes, Bytes)
             Ok((enc(&r), none))
         }
         opcode::obj::FETCH => obj_fetch(e, decode(req.header, "fetch")?).await,
-        opcode::obj::PUNCH => Ok((enc(&obj_punch(e, decode(req.header, "punch")?).await?), none)),
-        opcode::obj::ENUMERATE => Ok((enc(&obj_enum(e, decode(req.header, "enumerate")?).await?), none)),
-        opcode::obj::QUERY_KEY => Ok((enc(&obj_query(e, decode(req.header, "query key")?).await?), none)),
+        opcode::obj::PUNCH => Ok((
+            enc(&obj_punch(e, decode(req.header, "punch")?).await?),
+            none,
+        )),
+        opcode::obj::ENUMERATE => Ok((
+            enc(&obj_enum(e, decode(req.header, "enumerate")?).await?),
+            none,
+        )),
+        opcode::obj::QUERY_KEY => Ok((
+            enc(&obj_query(e, decode(req.header, "query key")?).await?),
+            none,
+        )),
         opcode::obj::TX_COMMIT => {
             let r = crate::dtx::tx_commit(e, decode(req.header, "tx commit")?, req.bulk).await?;
             Ok((enc(&r), none))
@@ -100,8 +106,12 @@ async fn dispatch(e: &Arc<Engine>, req: cart::Incoming) -> Result<(Bytes, Bytes)
 /// The VOS object id of a request. Objects of different containers are kept
 /// apart by the container's part of the id.
 pub(crate) fn vos_oid(t: &pb::ObjTarget) -> Result<vos::Oid> {
-    let cont = uuid::Uuid::parse_str(&t.cont_uuid)
-        .map_err(|_| DaosError::new(Der::INVAL, format!("container {:?} is not a UUID", t.cont_uuid)))?;
+    let cont = uuid::Uuid::parse_str(&t.cont_uuid).map_err(|_| {
+        DaosError::new(
+            Der::INVAL,
+            format!("container {:?} is not a UUID", t.cont_uuid),
+        )
+    })?;
     Ok(vos::Oid {
         cont: cont.as_u128(),
         hi: t.oid_hi,
@@ -287,7 +297,9 @@ async fn obj_fetch(e: &Arc<Engine>, r: pb::FetchReq) -> Result<(Bytes, Bytes)> {
     let (pool, dkey, cond) = (t.pool_uuid.clone(), r.dkey, Cond(r.cond));
     let outs = e
         .targets()
-        .run(t.tgt, move |ts| ts.vos(&pool)?.fetch(oid, epoch, &dkey, &reqs, cond))
+        .run(t.tgt, move |ts| {
+            ts.vos(&pool)?.fetch(oid, epoch, &dkey, &reqs, cond)
+        })
         .await?;
     // One value: its bytes go out as they are; several: concatenated once.
     let mut descs = Vec::with_capacity(outs.len());
@@ -316,13 +328,7 @@ async fn obj_fetch(e: &Arc<Engine>, r: pb::FetchReq) -> Result<(Bytes, Bytes)> {
             b.freeze()
         }
     };
-    Ok((
-        enc(&pb::FetchResp {
-            outs: descs,
-            epoch,
-        }),
-        bulk,
-    ))
+    Ok((enc(&pb::FetchResp { outs: descs, epoch }), bulk))
 }
 
 async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
@@ -335,7 +341,8 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
         Anchor::from_bytes(&r.anchor)?
     };
     let max = (r.max as usize).clamp(1, 4096);
-    let kind = pb::EnumKind::try_from(r.kind).map_err(|_| proto_err(format!("enum kind {}", r.kind)))?;
+    let kind =
+        pb::EnumKind::try_from(r.kind).map_err(|_| proto_err(format!("enum kind {}", r.kind)))?;
     let (pool, dkey, akey) = (t.pool_uuid.clone(), r.dkey, r.akey);
     e.targets()
         .run(t.tgt, move |ts| {
@@ -407,10 +414,9 @@ async fn obj_query(e: &Arc<Engine>, r: pb::QueryKeyReq) -> Result<pb::QueryKeyRe
 pub(crate) fn vos_dtx_ops(ops: &[pb::TxOp], bulk: &mut Bytes) -> Result<Vec<DtxOp>> {
     ops.iter()
         .map(|op| {
-            let t = op
-                .t
-                .as_ref()
-                .ok_or_else(|| proto_err("transaction op names no object"))?;
+            let t =
+                op.t.as_ref()
+                    .ok_or_else(|| proto_err("transaction op names no object"))?;
             let oid = vos_oid(t)?;
             if op.punch {
                 Ok(DtxOp::Punch {

@@ -59,7 +59,11 @@ impl TgtState {
         self.dirty.insert(pool.to_string());
         let tgt = self.tgt;
         self.pools.get_mut(pool).ok_or_else(|| {
-            DaosError::new(Der::NONEXIST, format!("pool {pool} has no shard on target {tgt}")).into()
+            DaosError::new(
+                Der::NONEXIST,
+                format!("pool {pool} has no shard on target {tgt}"),
+            )
+            .into()
         })
     }
 
@@ -83,7 +87,13 @@ impl TgtState {
                     return Err(e);
                 }
                 v.flush()?;
-                tracing::debug!(pool, tgt, scm_freed = s.scm_freed, bulk_freed = s.bulk_freed, "reclaimed space for a write");
+                tracing::debug!(
+                    pool,
+                    tgt,
+                    scm_freed = s.scm_freed,
+                    bulk_freed = s.bulk_freed,
+                    "reclaimed space for a write"
+                );
                 f(v)
             }
             r => r,
@@ -178,7 +188,10 @@ impl Targets {
         self.list.get(tgt as usize).ok_or_else(|| {
             DaosError::new(
                 Der::INVAL,
-                format!("target {tgt} does not exist (this engine has {})", self.list.len()),
+                format!(
+                    "target {tgt} does not exist (this engine has {})",
+                    self.list.len()
+                ),
             )
             .into()
         })
@@ -203,7 +216,7 @@ impl Targets {
     /// Blocks: call it from a blocking thread.
     pub fn run_all_blocking<T: Send + 'static>(
         &self,
-        f: impl Fn(u32) -> Box<dyn FnOnce(&mut TgtState) -> Result<T> + Send> ,
+        f: impl Fn(u32) -> Box<dyn FnOnce(&mut TgtState) -> Result<T> + Send>,
     ) -> Vec<Result<T>> {
         let mut waits = Vec::new();
         for tgt in 0..self.len() {

@@ -54,7 +54,7 @@ fn value_of(i: u64) -> Bytes {
 const MIB: u64 = 1 << 20;
 
 fn progress(what: &str, done: u64, total: u64, start: Instant) {
-    if done % (total / 20).max(1) == 0 || done == total {
+    if done.is_multiple_of((total / 20).max(1)) || done == total {
         eprintln!(
             "{what}: {done}/{total} ({:.0}%), {:.1}s",
             done as f64 * 100.0 / total.max(1) as f64,
@@ -66,6 +66,13 @@ fn progress(what: &str, done: u64, total: u64, start: Instant) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let daos = Daos::with_opts(DaosOpts::default()).await?;
     let pool = daos.pool_connect(&a.pool, PoolFlags::ReadWrite).await?;
     let cont = pool.open_container(&a.cont, true).await?;

@@ -33,6 +33,10 @@ struct Args {
     /// Label for the output lines (e.g. the round number).
     #[arg(long, default_value = "")]
     tag: String,
+    /// Drop the kernel's caches (as root, engines on this host) between the
+    /// array write and read, so the read is cold like the raw reference's.
+    #[arg(long)]
+    drop_caches: bool,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -95,6 +99,13 @@ fn emit(tag: &str, name: &str, rate: f64, unit: &str, lat: &[Duration]) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let daos = libdaos::Daos::with_opts(DaosOpts::default()).await?;
     let pool = daos.pool_connect(&a.pool, PoolFlags::ReadWrite).await?;
     let cont = pool.open_container(&a.cont, true).await?;
@@ -139,6 +150,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mbs = a.array_mib as f64 / start.elapsed().as_secs_f64();
     lat.sort();
     emit(&a.tag, "array_write_1m", mbs, "MiB/s", &lat);
+    if a.drop_caches {
+        // Best effort: a benchmark, not a correctness step.
+        let _ = std::process::Command::new("sync").status();
+        let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+    }
 
     let start = Instant::now();
     let mut lat = Vec::new();

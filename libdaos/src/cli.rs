@@ -378,19 +378,20 @@ async fn cont_cmd(daos: &Daos, cmd: &ContCmd) -> Result<Out, Error> {
                 Some(p) => parse_props(p)?,
                 None => vec![],
             };
-            let layout =
-                match ctype.to_ascii_uppercase().as_str() {
-                    "POSIX" => "POSIX",
-                    "HDF5" => "HDF5",
-                    "PYTHON" => "PYTHON",
-                    "SPARK" => "SPARK",
-                    "DATABASE" => "DATABASE",
-                    "ROOT" => "ROOT",
-                    "UNKNOWN" => "unknown",
-                    other => return Err(inval(format!(
+            let layout = match ctype.to_ascii_uppercase().as_str() {
+                "POSIX" => "POSIX",
+                "HDF5" => "HDF5",
+                "PYTHON" => "PYTHON",
+                "SPARK" => "SPARK",
+                "DATABASE" => "DATABASE",
+                "ROOT" => "ROOT",
+                "UNKNOWN" => "unknown",
+                other => {
+                    return Err(inval(format!(
                         "--type {other:?}: expected POSIX, HDF5, PYTHON, SPARK, DATABASE or ROOT"
-                    ))),
-                };
+                    )))
+                }
+            };
             props.push(("layout_type".into(), layout.into()));
             if let Some(l) = label {
                 props.retain(|(n, _)| n != "label");

@@ -439,26 +439,16 @@ impl Object {
         .await
     }
 
+    /// One enumeration page from the first shard of a group; `req` names
+    /// what to list (its target is filled in here).
     async fn enumerate_group(
         &self,
         shards: &[TargetId],
         v: u32,
-        req_kind: pb::EnumKind,
-        dkey: &[u8],
-        akey: &[u8],
-        anchor: Vec<u8>,
-        max: u32,
+        mut req: pb::EnumReq,
     ) -> Result<pb::EnumResp, Error> {
         let shard = shards[0];
-        let req = pb::EnumReq {
-            t: Some(self.target(shard.tgt.0, v)),
-            epoch: EPOCH_LATEST,
-            kind: req_kind as i32,
-            dkey: dkey.to_vec(),
-            akey: akey.to_vec(),
-            anchor,
-            max,
-        };
+        req.t = Some(self.target(shard.tgt.0, v));
         let (r, _) = self
             .call(shard, opcode::obj::ENUMERATE, &req, Bytes::new())
             .await?;
@@ -474,7 +464,11 @@ impl Object {
             let mut anchor = Vec::new();
             loop {
                 let r = self
-                    .enumerate_group(shards, v, pb::EnumKind::EnumDkeys, &[], &[], anchor, 1024)
+                    .enumerate_group(
+                        shards,
+                        v,
+                        enum_req(pb::EnumKind::EnumDkeys, &[], anchor, 1024),
+                    )
                     .await?;
                 out.extend(r.keys);
                 if r.eof {
@@ -497,7 +491,7 @@ impl Object {
         let (mut g, mut a) = anchor.unwrap_or((0, Vec::new()));
         while let Some(shards) = l.groups.get(g) {
             let r = self
-                .enumerate_group(shards, v, pb::EnumKind::EnumDkeys, &[], &[], a, max)
+                .enumerate_group(shards, v, enum_req(pb::EnumKind::EnumDkeys, &[], a, max))
                 .await?;
             if r.eof {
                 g += 1;
@@ -520,7 +514,11 @@ impl Object {
         let mut anchor = Vec::new();
         loop {
             let r = self
-                .enumerate_group(&shards, v, pb::EnumKind::EnumAkeys, dkey, &[], anchor, 1024)
+                .enumerate_group(
+                    &shards,
+                    v,
+                    enum_req(pb::EnumKind::EnumAkeys, dkey, anchor, 1024),
+                )
                 .await?;
             out.extend(r.keys);
             if r.eof {
@@ -557,6 +555,19 @@ impl Object {
             .filter(|r| r.found)
             .max_by(|a, b| a.max_dkey.cmp(&b.max_dkey))
             .map(|r| (r.max_dkey, r.has_recx.then_some(r.recx_end))))
+    }
+}
+
+/// An enumeration request at the latest epoch, target left for the caller.
+fn enum_req(kind: pb::EnumKind, dkey: &[u8], anchor: Vec<u8>, max: u32) -> pb::EnumReq {
+    pb::EnumReq {
+        t: None,
+        epoch: EPOCH_LATEST,
+        kind: kind as i32,
+        dkey: dkey.to_vec(),
+        akey: Vec::new(),
+        anchor,
+        max,
     }
 }
 
@@ -755,7 +766,7 @@ impl Array {
                 self.obj.punch_dkey(&d, cond::NONE).await?;
             }
         }
-        if size % self.chunk != 0 {
+        if !size.is_multiple_of(self.chunk) {
             let c = size / self.chunk;
             let end = ((c + 1) * self.chunk).min(cur.max(size));
             let iod = Iod {

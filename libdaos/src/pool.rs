@@ -272,7 +272,7 @@ async fn svc_call<Req: Message, Resp: Message + Default>(
                     let _ = daos.refresh_ranks().await;
                 }
                 attempt += 1;
-                if attempt % ranks.len().max(1) == 0 {
+                if attempt.is_multiple_of(ranks.len().max(1)) {
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }

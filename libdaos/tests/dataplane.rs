@@ -2,6 +2,8 @@
 //! targets each), the agent, the `daos` CLI and libdaos objects, over real
 //! sockets and files. Needs root (tmpfs SCM) and the workspace binaries.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -214,6 +216,21 @@ fn containers_through_the_cli() {
     );
     let gone = s.daos(&["container", "query", "tank", "c2"]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("DER_NONEXIST"));
+
+    // Destroying the pool stops its service replicas and removes their state.
+    s.sys.dmg_ok(&["pool", "destroy", "tank", "--force"]);
+    let e = s.daos(&["pool", "query", "tank"]);
+    assert!(!e.status.success());
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("DER_NONEXIST"),
+        "{e:?}"
+    );
+    for i in 0..2 {
+        let pools = std::fs::read_dir(s.sys.path(&format!("scm{i}/pools")))
+            .unwrap()
+            .count();
+        assert_eq!(pools, 0, "engine {i} still holds pool files");
+    }
 }
 
 fn class(name: &str) -> ObjectClass {
@@ -251,6 +268,25 @@ async fn objects_across_two_engines() {
         assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()));
     }
     assert_eq!(kv.list().await.unwrap().len(), 200);
+
+    // Garbage to an engine's data-plane port costs only that connection.
+    let members = s.sys.dmg_json(&["system", "query"]);
+    let uri = members["members"][0]["fabric_uri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let hostport = uri.trim_start_matches("tcp://").to_string();
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &b"CaRT\x01\x00\x01\x00"[..],
+        &[0xffu8; 64][..],
+    ] {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(&hostport).unwrap();
+        let _ = c.write_all(junk);
+        drop(c);
+    }
+    assert_eq!(kv.get(b"k7").await.unwrap().as_deref(), Some(&b"v7"[..]));
     assert!(kv.get(b"missing").await.unwrap().is_none());
     let e = kv
         .insert(b"k1", Bytes::from_static(b"x"))
@@ -374,6 +410,53 @@ async fn objects_across_two_engines() {
 
     cont.close().await.unwrap();
     pool.disconnect().await.unwrap();
+
+    // A small pool fills up: DER_NOSPACE, and what was stored stays intact.
+    s.sys.dmg_ok(&[
+        "pool",
+        "create",
+        "small",
+        "--scm-size",
+        "80MiB",
+        "--nvme-size",
+        "80MiB",
+    ]);
+    s.daos_ok(&["container", "create", "small", "full"]);
+    let pool = daos
+        .pool_connect("small", PoolFlags::ReadWrite)
+        .await
+        .unwrap();
+    let cont = pool.open_container("full", true).await.unwrap();
+    let arr = cont
+        .array(
+            cont.alloc_oid(ObjectType::ArrayByte, &class("S1"))
+                .await
+                .unwrap(),
+            1 << 20,
+        )
+        .unwrap();
+    let block = |i: u64| Bytes::from(vec![(i % 200) as u8 + 1; 1 << 20]);
+    let mut written = 0u64;
+    let err = loop {
+        match arr.write(written << 20, block(written)).await {
+            Ok(()) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written < 64, "a 20 MiB target took 64 MiB");
+    };
+    assert_eq!(err.der(), Der::NOSPACE, "{err}");
+    assert!(written >= 8, "only {written} MiB fit");
+    for i in 0..written {
+        assert_eq!(
+            arr.read(i << 20, 1 << 20).await.unwrap(),
+            block(i),
+            "MiB {i} after NOSPACE"
+        );
+    }
+    assert_eq!(arr.size().await.unwrap(), written << 20);
+    cont.close().await.unwrap();
+    pool.disconnect().await.unwrap();
+
     for log in ["engine0.log", "engine1.log"] {
         let errs: Vec<String> = s
             .sys

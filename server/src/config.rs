@@ -297,8 +297,8 @@ impl ServerConfig {
                 ));
             }
         }
-        if self.transport_config.client_cert_dir.is_some() {
-            w.push("transport_config.client_cert_dir: ignored (any certificate signed by ca_cert is accepted)".to_string());
+        if self.transport_config.client_cert_dir.is_some() && self.transport_config.allow_insecure {
+            w.push("transport_config.client_cert_dir: ignored in insecure mode (engines take client credentials as given)".to_string());
         }
         if self
             .control_metadata

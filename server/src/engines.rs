@@ -139,6 +139,13 @@ fn engine_command(
     if let Some(f) = &e.log_file {
         c.env("D_LOG_FILE", f);
     }
+    // With certificates, engines believe only credentials signed by a key in
+    // client_cert_dir (the agents' *.pub keys); insecure, they take them as given.
+    if !cfg.transport_config.allow_insecure {
+        if let Some(d) = &cfg.transport_config.client_cert_dir {
+            c.env("DAOS_AGENT_KEY_DIR", d);
+        }
+    }
     for kv in &e.env_vars {
         if let Some((k, v)) = kv.split_once('=') {
             c.env(k, v);

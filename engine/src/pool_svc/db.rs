@@ -340,7 +340,10 @@ impl PoolDb {
                 let c = self.cont_mut(&uuid)?;
                 let start = c.next_oid;
                 c.next_oid = start.checked_add(count).ok_or_else(|| {
-                    err(Der::OVERFLOW, format!("container {uuid}: object ids exhausted"))
+                    err(
+                        Der::OVERFLOW,
+                        format!("container {uuid}: object ids exhausted"),
+                    )
                 })?;
                 return Ok(PoolResp::Oids(start));
             }
@@ -447,7 +450,9 @@ mod tests {
             time: 5,
         };
         assert_eq!(db.apply(create("c1", "one")), PoolResp::Ok);
-        assert!(matches!(db.apply(create("c2", "one")), PoolResp::Err { code, .. } if code == Der::EXIST.code()));
+        assert!(
+            matches!(db.apply(create("c2", "one")), PoolResp::Err { code, .. } if code == Der::EXIST.code())
+        );
         assert_eq!(db.cont("one").map(|c| c.uuid.as_str()), Some("c1"));
         db.apply(PoolCmd::ContOpen {
             uuid: "c1".into(),

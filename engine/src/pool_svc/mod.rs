@@ -131,8 +131,12 @@ pub async fn start(e: &Arc<Engine>, rec: &ShardRec) -> Result<()> {
     if !svc.svc_ranks.contains(&svc.rank) || e.svcs.get(&rec.pool_uuid).is_some() {
         return Ok(());
     }
-    let map = proto::pool::PoolMap::decode(svc.map.as_slice())
-        .map_err(|err| DaosError::new(Der::IO, format!("pool {}: stored map: {err}", rec.pool_uuid)))?;
+    let map = proto::pool::PoolMap::decode(svc.map.as_slice()).map_err(|err| {
+        DaosError::new(
+            Der::IO,
+            format!("pool {}: stored map: {err}", rec.pool_uuid),
+        )
+    })?;
     let replicas: BTreeMap<u64, String> = svc
         .svc_ranks
         .iter()
@@ -255,7 +259,10 @@ pub async fn handle(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
             let svc = e.svcs.get(&m.pool_uuid).ok_or_else(|| {
                 DaosError::new(
                     Der::NOTREPLICA,
-                    format!("this engine runs no replica of pool {}'s service", m.pool_uuid),
+                    format!(
+                        "this engine runs no replica of pool {}'s service",
+                        m.pool_uuid
+                    ),
                 )
             })?;
             let payload = svc.handle(kind, &m.payload).await?;
@@ -297,8 +304,9 @@ pub async fn handle(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
 
 async fn connect(e: &Arc<Engine>, r: PoolConnectReq) -> Result<PoolConnectResp> {
     let svc = svc_of(e, &r.pool)?;
-    let cred = proto::auth_pb::Credential::decode(r.cred.as_slice())
-        .map_err(|err| DaosError::new(Der::NO_PERM, format!("credential does not decode: {err}")))?;
+    let cred = proto::auth_pb::Credential::decode(r.cred.as_slice()).map_err(|err| {
+        DaosError::new(Der::NO_PERM, format!("credential does not decode: {err}"))
+    })?;
     let who = e.verifier().identify(&cred)?;
     let rw = r.flags & 2 != 0;
     let (acl, owner, group) = svc
@@ -326,7 +334,14 @@ async fn connect(e: &Arc<Engine>, r: PoolConnectReq) -> Result<PoolConnectResp> 
     })
     .await?;
     let (uuid, label, map, props) = svc
-        .read(|d| (d.uuid.clone(), d.label.clone(), d.map.clone(), d.props.clone()))
+        .read(|d| {
+            (
+                d.uuid.clone(),
+                d.label.clone(),
+                d.map.clone(),
+                d.props.clone(),
+            )
+        })
         .await?;
     let map = proto::pool::PoolMap::decode(map.as_slice())
         .map_err(|err| DaosError::new(Der::IO, format!("pool map does not decode: {err}")))?;
@@ -371,7 +386,9 @@ async fn query(e: &Arc<Engine>, r: PoolHdlReq) -> Result<PoolQueryResp> {
         let uuid = uuid.clone();
         let rank = rk.rank;
         async move {
-            let req = TgtSpaceReq { pool_uuid: uuid.clone() };
+            let req = TgtSpaceReq {
+                pool_uuid: uuid.clone(),
+            };
             let r: Result<TgtSpaceResp> =
                 crate::peer::call(&e, &uuid, rank, opcode::pool::TGT_SPACE, &req).await;
             r
@@ -459,7 +476,10 @@ async fn find_cont(svc: &Svc, c: &ContReq) -> Result<(db::ContRec, bool)> {
         .await?;
     let rw = hdl?;
     let cont = cont.ok_or_else(|| {
-        DaosError::new(Der::NONEXIST, format!("container {:?} does not exist", c.cont))
+        DaosError::new(
+            Der::NONEXIST,
+            format!("container {:?} does not exist", c.cont),
+        )
     })?;
     Ok((cont, rw))
 }
@@ -468,7 +488,11 @@ fn need_rw(rw: bool, what: &str) -> Result<()> {
     if rw {
         return Ok(());
     }
-    Err(DaosError::new(Der::NO_PERM, format!("{what} needs a read-write pool connection")).into())
+    Err(DaosError::new(
+        Der::NO_PERM,
+        format!("{what} needs a read-write pool connection"),
+    )
+    .into())
 }
 
 async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
@@ -480,7 +504,11 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
             let rw = svc.read(|d| check_hdl(d, &r.pool_hdl)).await??;
             need_rw(rw, "creating a container")?;
             if uuid::Uuid::parse_str(&r.cont_uuid).is_err() {
-                return Err(DaosError::new(Der::INVAL, format!("container uuid {:?}", r.cont_uuid)).into());
+                return Err(DaosError::new(
+                    Der::INVAL,
+                    format!("container uuid {:?}", r.cont_uuid),
+                )
+                .into());
             }
             let mut props: BTreeMap<String, String> =
                 r.props.into_iter().map(|p| (p.name, p.value)).collect();
@@ -496,21 +524,29 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
                 time: now_ns(),
             })
             .await?;
-            let c = svc.read(|d| d.conts.get(&r.cont_uuid).map(cont_info)).await?;
+            let c = svc
+                .read(|d| d.conts.get(&r.cont_uuid).map(cont_info))
+                .await?;
             Ok(enc(&ContResp { info: c }))
         }
         opcode::cont::LIST => {
             let r: ContReq = decode(header, "container list")?;
             let svc = svc_of(e, &r.pool_uuid)?;
             let (hdl, conts) = svc
-                .read(|d| (check_hdl(d, &r.pool_hdl), d.conts.values().map(cont_info).collect()))
+                .read(|d| {
+                    (
+                        check_hdl(d, &r.pool_hdl),
+                        d.conts.values().map(cont_info).collect(),
+                    )
+                })
                 .await?;
             hdl?;
             Ok(enc(&ContListResp { conts }))
         }
         opcode::cont::ALLOC_OIDS => {
             let r: OidAllocReq = decode(header, "oid alloc")?;
-            let c = r.c.ok_or_else(|| DaosError::new(Der::PROTO, "oid alloc names no container"))?;
+            let c =
+                r.c.ok_or_else(|| DaosError::new(Der::PROTO, "oid alloc names no container"))?;
             let svc = svc_of(e, &c.pool_uuid)?;
             let (cont, _) = find_cont(&svc, &c).await?;
             match svc
@@ -521,12 +557,15 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
                 .await?
             {
                 PoolResp::Oids(start) => Ok(enc(&OidAllocResp { start })),
-                other => Err(DaosError::new(Der::PROTO, format!("oid alloc answered {other:?}")).into()),
+                other => {
+                    Err(DaosError::new(Der::PROTO, format!("oid alloc answered {other:?}")).into())
+                }
             }
         }
         opcode::cont::SET_PROP => {
             let r: ContPropSetReq = decode(header, "container set-prop")?;
-            let c = r.c.ok_or_else(|| DaosError::new(Der::PROTO, "set-prop names no container"))?;
+            let c =
+                r.c.ok_or_else(|| DaosError::new(Der::PROTO, "set-prop names no container"))?;
             let svc = svc_of(e, &c.pool_uuid)?;
             let (cont, rw) = find_cont(&svc, &c).await?;
             need_rw(rw, "setting container properties")?;
@@ -540,7 +579,8 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
         }
         opcode::cont::SET_ATTR | opcode::cont::GET_ATTR | opcode::cont::DEL_ATTR => {
             let r: ContAttrReq = decode(header, "container attributes")?;
-            let c = r.c.ok_or_else(|| DaosError::new(Der::PROTO, "attribute call names no container"))?;
+            let c =
+                r.c.ok_or_else(|| DaosError::new(Der::PROTO, "attribute call names no container"))?;
             let svc = svc_of(e, &c.pool_uuid)?;
             let (cont, rw) = find_cont(&svc, &c).await?;
             match op {
@@ -585,7 +625,10 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
                                     .ok_or_else(|| {
                                         Error::from(DaosError::new(
                                             Der::NONEXIST,
-                                            format!("container {} has no attribute {n:?}", cont.uuid),
+                                            format!(
+                                                "container {} has no attribute {n:?}",
+                                                cont.uuid
+                                            ),
                                         ))
                                     })
                             })
@@ -597,7 +640,8 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
         }
         opcode::cont::SNAP_CREATE | opcode::cont::SNAP_LIST | opcode::cont::SNAP_DESTROY => {
             let r: ContSnapReq = decode(header, "container snapshot")?;
-            let c = r.c.ok_or_else(|| DaosError::new(Der::PROTO, "snapshot call names no container"))?;
+            let c =
+                r.c.ok_or_else(|| DaosError::new(Der::PROTO, "snapshot call names no container"))?;
             let svc = svc_of(e, &c.pool_uuid)?;
             let (cont, rw) = find_cont(&svc, &c).await?;
             let snap = |(epoch, (name, time)): (&u64, &(String, u64))| Snapshot {
@@ -640,7 +684,10 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
                             .ok_or_else(|| {
                                 DaosError::new(
                                     Der::NONEXIST,
-                                    format!("container {} has no snapshot named {:?}", cont.uuid, r.name),
+                                    format!(
+                                        "container {} has no snapshot named {:?}",
+                                        cont.uuid, r.name
+                                    ),
                                 )
                             })?
                     };
@@ -701,7 +748,11 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
                     broadcast(e, &svc, &r.pool_uuid, &req).await;
                     Ok(empty())
                 }
-                other => Err(DaosError::new(Der::NOSYS, format!("unknown container opcode {other:#x}")).into()),
+                other => Err(DaosError::new(
+                    Der::NOSYS,
+                    format!("unknown container opcode {other:#x}"),
+                )
+                .into()),
             }
         }
     }
@@ -710,7 +761,11 @@ async fn cont_op(e: &Arc<Engine>, op: u32, header: Bytes) -> Result<Bytes> {
 /// Tells every rank a container's snapshot epochs.
 async fn push_snapshots(e: &Arc<Engine>, svc: &Svc, pool: &str, cont: &str) {
     let snaps = match svc
-        .read(|d| d.conts.get(cont).map(|c| c.snaps.keys().copied().collect::<Vec<u64>>()))
+        .read(|d| {
+            d.conts
+                .get(cont)
+                .map(|c| c.snaps.keys().copied().collect::<Vec<u64>>())
+        })
         .await
     {
         Ok(Some(s)) => s,
