@@ -172,7 +172,7 @@ pub async fn coordinate(
     let p = pool.to_string();
     e.targets()
         .run(ctgt, move |ts| {
-            if ts.refused.remove(&id.0.to_le_bytes()) {
+            if ts.refused.remove(&id) {
                 let v = ts.vos_mut(&p)?;
                 v.dtx_abort(id)?;
                 return Err(DaosError::new(
@@ -317,7 +317,7 @@ pub async fn state(e: &Arc<Engine>, r: pb::DtxStateReq) -> Result<pb::DtxStateRe
             let s = ts.vos(&pool)?.dtx_state(id);
             if s == DtxState::Unknown {
                 // Never commit it from now on: it was reported as not done.
-                ts.refused.insert(id.0.to_le_bytes());
+                ts.refused.insert(id);
                 return Ok(DtxState::Aborted);
             }
             Ok(s)

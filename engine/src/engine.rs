@@ -83,8 +83,8 @@ impl Engine {
     }
 
     /// The SCM mount this engine owns.
-    pub fn scm_mount(&self) -> Option<std::path::PathBuf> {
-        Some(self.lock().scm_mount.clone())
+    pub fn scm_mount(&self) -> std::path::PathBuf {
+        self.lock().scm_mount.clone()
     }
 
     pub fn targets(&self) -> &Targets {

@@ -15,7 +15,7 @@ use proto::{DaosError, Der};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::vos::{Vos, VosConfig};
+use crate::vos::{DtxId, Vos, VosConfig};
 
 /// What a job leaves to do once the batch is durable: answer its caller,
 /// with the batch's flush error if there was one.
@@ -34,7 +34,7 @@ pub struct TgtState {
     dirty: BTreeSet<String>,
     /// Transactions this target (as coordinator) was asked about before it
     /// prepared them: it must never commit them (see `dtx`).
-    pub refused: HashSet<[u8; 16]>,
+    pub refused: HashSet<DtxId>,
 }
 
 impl TgtState {

@@ -118,8 +118,8 @@ impl Services {
     }
 }
 
-fn rdb_dir(e: &Engine, pool: &str) -> Option<std::path::PathBuf> {
-    e.scm_mount().map(|m| pool_dir(&m, pool).join("rdb"))
+fn rdb_dir(e: &Engine, pool: &str) -> std::path::PathBuf {
+    pool_dir(&e.scm_mount(), pool).join("rdb")
 }
 
 /// Starts this engine's replica of `rec`'s pool service, if it is one, and
@@ -147,8 +147,7 @@ pub async fn start(e: &Arc<Engine>, rec: &ShardRec) -> Result<()> {
                 .map(|m| (u64::from(*r), m.uri.clone()))
         })
         .collect();
-    let dir = rdb_dir(e, &rec.pool_uuid)
-        .ok_or_else(|| DaosError::new(Der::IO, "engine storage is not open"))?;
+    let dir = rdb_dir(e, &rec.pool_uuid);
     let mut opts = RdbOpts::new("pool service");
     opts.replica_noun = format!("rank {} is not the pool service leader", svc.rank);
     opts.cluster = format!("pool-{}", rec.pool_uuid);
