@@ -1,4 +1,1061 @@
-//! POSIX namespace over a container of type POSIX, laid out as DAOS's libdfs.
-//! Filled by the dfs/dfuse issue.
+//! dfs: a POSIX namespace over a container of type POSIX, laid out as DAOS's
+//! libdfs: a superblock object (layout version, chunk size, object classes,
+//! the root's inode record), directories as objects whose dkeys are entry
+//! names holding inode records ([`layout::Inode`]), files as byte arrays split
+//! into chunks, symlink targets inside the record.
 //!
-//! Dependency rule: depends on `libdaos` (and through it `proto`, `cart`).
+//! Hard links (which DAOS's dfs lacks): a file's record normally lives in its
+//! one directory entry. The first `link` moves the authoritative record into
+//! the file's own object (dkey [`INODE_DKEY`]) and turns every entry into a
+//! stub flagged `shared`; link counts and attributes are then read there.
+//!
+//! Invariants: create, unlink, rename and link are each one libdaos
+//! transaction, so a crash or a race never leaves both names or neither; a
+//! name is at most 255 bytes of anything but `/` and NUL. Errors are the
+//! errno a local filesystem returns ([`Errno`]).
+//!
+//! Dependency rule: depends on `libdaos` (and through it `proto`, `placement`).
+
+pub mod layout;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use layout::Inode;
+use libdaos::{
+    cond, Array, Container, FetchIod, Iod, Object, ObjectClass, ObjectId, ObjectType, Value,
+    EPOCH_LATEST,
+};
+use proto::Der;
+
+/// An errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", std::io::Error::from_raw_os_error(self.0))
+    }
+}
+
+impl std::error::Error for Errno {}
+
+/// The errno for a libdaos failure; retried failures that still failed are EIO.
+pub fn errno_of(e: &libdaos::Error) -> Errno {
+    Errno(match e.der() {
+        Der::NONEXIST => libc::ENOENT,
+        Der::EXIST => libc::EEXIST,
+        Der::NOSPACE => libc::ENOSPC,
+        Der::NO_PERM => libc::EACCES,
+        Der::INVAL => libc::EINVAL,
+        Der::NOTDIR => libc::ENOTDIR,
+        Der::BUSY => libc::EBUSY,
+        Der::NOSYS => libc::ENOSYS,
+        Der::OVERFLOW => libc::EFBIG,
+        Der::NOMEM => libc::ENOMEM,
+        Der::CANCELED => libc::ECANCELED,
+        _ => libc::EIO,
+    })
+}
+
+impl From<libdaos::Error> for Errno {
+    fn from(e: libdaos::Error) -> Errno {
+        let n = errno_of(&e);
+        if n.0 == libc::EIO {
+            tracing::warn!("dfs: {e}");
+        } else {
+            tracing::debug!("dfs: {e}");
+        }
+        n
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Errno>;
+
+/// The akey of an entry's inode record (DAOS's name).
+pub const INODE_AKEY: &[u8] = b"DFS_INODE";
+/// The dkey holding a hard-linked file's authoritative record in its own object.
+pub const INODE_DKEY: &[u8] = b"\0inode";
+/// Extended attributes are akeys `x:NAME` beside the inode record.
+const XATTR_PREFIX: &[u8] = b"x:";
+const SB_DKEY: &[u8] = b"DFS_SB_METADATA";
+const ROOT_DKEY: &[u8] = b"/";
+/// The superblock and root objects sit at fixed ids (below what the
+/// container service hands out).
+const SB_LO: u64 = 0;
+const ROOT_LO: u64 = 1;
+pub const NAME_MAX: usize = 255;
+const XATTR_NAME_MAX: usize = 255;
+const XATTR_SIZE_MAX: usize = 64 << 10;
+
+/// The kind of an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    pub fn of_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Symlink,
+            libc::S_IFIFO => Kind::Fifo,
+            libc::S_IFSOCK => Kind::Socket,
+            libc::S_IFCHR => Kind::CharDev,
+            libc::S_IFBLK => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+}
+
+/// What `stat` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    /// The inode number: the object id's low part, unique in the container.
+    pub ino: u64,
+    pub oid: ObjectId,
+    pub kind: Kind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub rdev: u32,
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub blksize: u32,
+}
+
+impl Attr {
+    /// 512-byte blocks, as `st_blocks` counts them.
+    pub fn blocks(&self) -> u64 {
+        self.size.div_ceil(512)
+    }
+}
+
+/// An inode as found under a name: where its record lives and what it said.
+#[derive(Debug, Clone)]
+pub struct Obj {
+    pub oid: ObjectId,
+    /// The directory holding the entry it was found under.
+    pub parent: ObjectId,
+    pub name: Vec<u8>,
+    pub inode: Inode,
+}
+
+impl Obj {
+    pub fn kind(&self) -> Kind {
+        Kind::of_mode(self.inode.mode).unwrap_or(Kind::File)
+    }
+}
+
+/// What only some kinds of entry carry.
+#[derive(Debug, Clone, Copy)]
+pub enum Special<'a> {
+    None,
+    /// A device number (character and block devices).
+    Rdev(u32),
+    /// A symbolic link's target.
+    Symlink(&'a [u8]),
+}
+
+/// Changes `setattr` makes; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<i64>,
+    pub mtime: Option<i64>,
+    pub ctime: Option<i64>,
+}
+
+/// `rename` flags (Linux's `RENAME_*`).
+pub mod rename_flags {
+    pub const NOREPLACE: u32 = 1;
+    pub const EXCHANGE: u32 = 2;
+}
+
+/// `fallocate` modes this namespace supports.
+pub mod falloc {
+    pub const KEEP_SIZE: i32 = 1;
+    pub const PUNCH_HOLE: i32 = 2;
+}
+
+/// Space of the pool, for `statfs`.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub total: u64,
+    pub free: u64,
+    pub files: u64,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Errno(libc::EINVAL));
+    }
+    if name.len() > NAME_MAX {
+        return Err(Errno(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+fn single(akey: &[u8], v: Vec<u8>) -> Iod {
+    Iod {
+        akey: akey.to_vec(),
+        value: Value::Single(Bytes::from(v)),
+    }
+}
+
+/// A mounted namespace.
+#[derive(Clone)]
+pub struct Dfs {
+    cont: Container,
+    sb: Object,
+    root_oid: ObjectId,
+    dir_class: ObjectClass,
+    file_class: ObjectClass,
+    chunk_size: u64,
+}
+
+impl Dfs {
+    /// Mounts the namespace of `cont`, creating its superblock and root on
+    /// first use (the container must be of type POSIX).
+    pub async fn mount(cont: Container) -> Result<Dfs> {
+        let layout = cont.prop("layout_type").unwrap_or("unknown").to_string();
+        let class_prop = |n: &str| {
+            cont.prop(n)
+                .filter(|c| *c != "UNKNOWN")
+                .and_then(|c| ObjectClass::from_name(c).ok())
+        };
+        let default = class_prop("oclass");
+        let dir_class = class_prop("dir_oclass")
+            .or(default)
+            .unwrap_or(ObjectClass::S1);
+        let file_class = class_prop("file_oclass")
+            .or(default)
+            .unwrap_or(ObjectClass::SX);
+        let chunk_size = cont
+            .prop("chunk_size")
+            .and_then(|c| c.parse::<u64>().ok())
+            .filter(|c| *c > 0)
+            .unwrap_or(1 << 20);
+        let sb_oid = ObjectId::generate(0, SB_LO, ObjectType::MultiHashed, &dir_class);
+        let root_oid = ObjectId::generate(0, ROOT_LO, ObjectType::MultiHashed, &dir_class);
+        let sb = cont.object(sb_oid)?;
+        let mut dfs = Dfs {
+            cont,
+            sb,
+            root_oid,
+            dir_class,
+            file_class,
+            chunk_size,
+        };
+        match dfs.read_sb().await? {
+            Some((cs, dir, file)) => {
+                dfs.chunk_size = cs;
+                dfs.dir_class = dir;
+                dfs.file_class = file;
+            }
+            None => {
+                if layout != "POSIX" {
+                    tracing::warn!(layout, "container is not of type POSIX");
+                    return Err(Errno(libc::EINVAL));
+                }
+                dfs.format().await?;
+            }
+        }
+        Ok(dfs)
+    }
+
+    async fn read_sb(&self) -> Result<Option<(u64, ObjectClass, ObjectClass)>> {
+        let keys = [
+            "DFS_MAGIC",
+            "DFS_LAYOUT_VERSION",
+            "DFS_CHUNK_SIZE",
+            "DFS_DIR_OBJ_CLASS",
+            "DFS_FILE_OBJ_CLASS",
+        ];
+        let f = self
+            .sb
+            .fetch(
+                SB_DKEY,
+                &keys
+                    .iter()
+                    .map(|k| FetchIod::Single {
+                        akey: k.as_bytes().to_vec(),
+                    })
+                    .collect::<Vec<_>>(),
+                EPOCH_LATEST,
+                cond::NONE,
+            )
+            .await?;
+        if !f[0].found {
+            return Ok(None);
+        }
+        let num = |i: usize| -> Result<u64> {
+            let d = &f[i].data;
+            let a: [u8; 8] = d.as_ref().try_into().map_err(|_| Errno(libc::EIO))?;
+            Ok(u64::from_le_bytes(a))
+        };
+        if num(0)? != layout::SB_MAGIC {
+            tracing::error!("dfs superblock has a bad magic number");
+            return Err(Errno(libc::EIO));
+        }
+        let v = num(1)?;
+        if v != layout::SB_LAYOUT_VERSION {
+            tracing::error!(version = v, "dfs superblock has an unknown layout version");
+            return Err(Errno(libc::EIO));
+        }
+        let class = |i: usize| -> Result<ObjectClass> {
+            ObjectClass::from_id(num(i)? as u32).map_err(|_| Errno(libc::EIO))
+        };
+        Ok(Some((num(2)?, class(3)?, class(4)?)))
+    }
+
+    /// Writes the superblock and the root directory, once: a second mount
+    /// racing this one finds them (`DKEY_INSERT` lets only one win).
+    async fn format(&self) -> Result<()> {
+        let now = now_ns();
+        let root = Inode {
+            mode: libc::S_IFDIR | 0o755,
+            oid_hi: self.root_oid.hi,
+            oid_lo: self.root_oid.lo,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            nlink: 2,
+            ..Inode::default()
+        };
+        let le = |v: u64| v.to_le_bytes().to_vec();
+        let iods = vec![
+            single(b"DFS_MAGIC", le(layout::SB_MAGIC)),
+            single(b"DFS_LAYOUT_VERSION", le(layout::SB_LAYOUT_VERSION)),
+            single(b"DFS_CHUNK_SIZE", le(self.chunk_size)),
+            single(b"DFS_DIR_OBJ_CLASS", le(u64::from(self.dir_class.id()))),
+            single(b"DFS_FILE_OBJ_CLASS", le(u64::from(self.file_class.id()))),
+        ];
+        let mut tx = self.cont.tx();
+        tx.update(&self.sb, SB_DKEY, iods, cond::DKEY_INSERT);
+        tx.update(
+            &self.sb,
+            ROOT_DKEY,
+            vec![single(INODE_AKEY, root.encode())],
+            cond::NONE,
+        );
+        match tx.commit().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.der() == Der::EXIST => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn container(&self) -> &Container {
+        &self.cont
+    }
+
+    pub fn chunk_size(&self) -> u64 {
+        self.chunk_size
+    }
+
+    /// The root directory.
+    pub async fn root(&self) -> Result<Obj> {
+        let inode = self
+            .fetch_inode(&self.sb, ROOT_DKEY)
+            .await?
+            .ok_or(Errno(libc::EIO))?;
+        Ok(Obj {
+            oid: self.root_oid,
+            parent: self.sb.oid(),
+            name: ROOT_DKEY.to_vec(),
+            inode,
+        })
+    }
+
+    fn object(&self, oid: ObjectId) -> Result<Object> {
+        Ok(self.cont.object(oid)?)
+    }
+
+    fn array(&self, o: &Obj) -> Result<Array> {
+        let cs = if o.inode.chunk_size == 0 {
+            self.chunk_size
+        } else {
+            o.inode.chunk_size
+        };
+        Ok(self.cont.array(o.oid, cs)?)
+    }
+
+    async fn fetch_inode(&self, obj: &Object, dkey: &[u8]) -> Result<Option<Inode>> {
+        let f = obj
+            .fetch(
+                dkey,
+                &[FetchIod::Single {
+                    akey: INODE_AKEY.to_vec(),
+                }],
+                EPOCH_LATEST,
+                cond::NONE,
+            )
+            .await?;
+        match f.into_iter().next() {
+            Some(x) if x.found => Inode::decode(&x.data).map(Some).map_err(|e| {
+                tracing::error!("{e}");
+                Errno(libc::EIO)
+            }),
+            _ => Ok(None),
+        }
+    }
+
+    /// Where the authoritative record of `o` lives: (object, dkey).
+    fn record_loc(&self, o: &Obj) -> Result<(Object, Vec<u8>)> {
+        if o.inode.shared {
+            Ok((self.object(o.oid)?, INODE_DKEY.to_vec()))
+        } else {
+            Ok((self.object(o.parent)?, o.name.clone()))
+        }
+    }
+
+    /// The current record of `o`.
+    async fn record(&self, o: &Obj) -> Result<Inode> {
+        let (obj, dkey) = self.record_loc(o)?;
+        let mut r = self
+            .fetch_inode(&obj, &dkey)
+            .await?
+            .ok_or(Errno(libc::ENOENT))?;
+        // A shared record's own object keeps the flag off; callers see it on.
+        r.shared = o.inode.shared;
+        Ok(r)
+    }
+
+    /// Looks `name` up in directory `dir`.
+    pub async fn lookup(&self, dir: &Obj, name: &[u8]) -> Result<Obj> {
+        check_name(name)?;
+        if dir.kind() != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let d = self.object(dir.oid)?;
+        let inode = self
+            .fetch_inode(&d, name)
+            .await?
+            .ok_or(Errno(libc::ENOENT))?;
+        Ok(Obj {
+            oid: ObjectId::new(inode.oid_hi, inode.oid_lo),
+            parent: dir.oid,
+            name: name.to_vec(),
+            inode,
+        })
+    }
+
+    /// The attributes of `o`, read now.
+    pub async fn getattr(&self, o: &Obj) -> Result<Attr> {
+        let r = self.record(o).await?;
+        self.attr_of(o.oid, &r).await
+    }
+
+    async fn attr_of(&self, oid: ObjectId, r: &Inode) -> Result<Attr> {
+        let kind = Kind::of_mode(r.mode).ok_or(Errno(libc::EIO))?;
+        let size = match kind {
+            Kind::File => {
+                let cs = if r.chunk_size == 0 {
+                    self.chunk_size
+                } else {
+                    r.chunk_size
+                };
+                self.cont.array(oid, cs)?.size().await?
+            }
+            Kind::Symlink => r.symlink.len() as u64,
+            Kind::Dir => 4096,
+            _ => 0,
+        };
+        Ok(Attr {
+            ino: oid.lo,
+            oid,
+            kind,
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            size,
+            nlink: r.nlink.max(1),
+            rdev: r.rdev,
+            atime: r.atime,
+            mtime: r.mtime,
+            ctime: r.ctime,
+            blksize: self.chunk_size.min(u64::from(u32::MAX)) as u32,
+        })
+    }
+
+    /// The attributes a directory entry names, without asking the file (for
+    /// readdirplus): the size of a file needs one more call.
+    pub async fn entry_attr(&self, o: &Obj) -> Result<Attr> {
+        if o.inode.shared {
+            return self.getattr(o).await;
+        }
+        self.attr_of(o.oid, &o.inode).await
+    }
+
+    async fn write_record(&self, o: &Obj, r: &Inode) -> Result<()> {
+        let (obj, dkey) = self.record_loc(o)?;
+        // The authoritative record itself is never a stub.
+        let mut r = r.clone();
+        r.shared = false;
+        obj.update(&dkey, &[single(INODE_AKEY, r.encode())], cond::DKEY_UPDATE)
+            .await
+            .map_err(|e| {
+                if e.der() == Der::NONEXIST {
+                    Errno(libc::ENOENT)
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Changes mode, owner, size or times.
+    pub async fn setattr(&self, o: &Obj, s: &SetAttr) -> Result<Attr> {
+        let mut r = self.record(o).await?;
+        let now = now_ns();
+        if let Some(size) = s.size {
+            match Kind::of_mode(r.mode) {
+                Some(Kind::File) => self.array(o)?.set_size(size).await?,
+                Some(Kind::Dir) => return Err(Errno(libc::EISDIR)),
+                _ => return Err(Errno(libc::EINVAL)),
+            }
+            r.mtime = now;
+            r.ctime = now;
+        }
+        if let Some(m) = s.mode {
+            r.mode = (r.mode & libc::S_IFMT) | (m & !libc::S_IFMT);
+            r.ctime = now;
+        }
+        if let Some(u) = s.uid {
+            r.uid = u;
+            r.ctime = now;
+        }
+        if let Some(g) = s.gid {
+            r.gid = g;
+            r.ctime = now;
+        }
+        if let Some(t) = s.atime {
+            r.atime = t;
+            r.ctime = now;
+        }
+        if let Some(t) = s.mtime {
+            r.mtime = t;
+            r.ctime = now;
+        }
+        if let Some(t) = s.ctime {
+            r.ctime = t;
+        }
+        self.write_record(o, &r).await?;
+        self.attr_of(o.oid, &r).await
+    }
+
+    /// Creates an entry of the type `mode` names: a regular file, a
+    /// directory (`S_IFDIR`), a FIFO, a socket, a device (with
+    /// [`Special::Rdev`]) or a symbolic link (`S_IFLNK` with
+    /// [`Special::Symlink`]). Fails with EEXIST if the name exists.
+    pub async fn create(
+        &self,
+        dir: &Obj,
+        name: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        special: Special<'_>,
+    ) -> Result<Obj> {
+        let (rdev, symlink) = match special {
+            Special::None => (0, None),
+            Special::Rdev(r) => (r, None),
+            Special::Symlink(t) => (0, Some(t)),
+        };
+        if (mode & libc::S_IFMT == libc::S_IFLNK) != symlink.is_some() {
+            return Err(Errno(libc::EINVAL));
+        }
+        check_name(name)?;
+        if dir.kind() != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let kind = Kind::of_mode(mode).ok_or(Errno(libc::EINVAL))?;
+        if let Some(t) = symlink {
+            if t.is_empty() || t.len() > libc::PATH_MAX as usize {
+                return Err(Errno(libc::ENAMETOOLONG));
+            }
+        }
+        let class = if kind == Kind::Dir {
+            &self.dir_class
+        } else {
+            &self.file_class
+        };
+        let otype = match kind {
+            Kind::File => ObjectType::ArrayByte,
+            _ => ObjectType::MultiHashed,
+        };
+        let oid = self.cont.alloc_oid(otype, class).await?;
+        let now = now_ns();
+        let inode = Inode {
+            shared: false,
+            mode,
+            uid,
+            gid,
+            oid_hi: oid.hi,
+            oid_lo: oid.lo,
+            atime: now,
+            mtime: now,
+            ctime: now,
+            chunk_size: if kind == Kind::File {
+                self.chunk_size
+            } else {
+                0
+            },
+            nlink: if kind == Kind::Dir { 2 } else { 1 },
+            rdev,
+            symlink: symlink.map(<[u8]>::to_vec).unwrap_or_default(),
+        };
+        let d = self.object(dir.oid)?;
+        d.update(
+            name,
+            &[single(INODE_AKEY, inode.encode())],
+            cond::DKEY_INSERT,
+        )
+        .await?;
+        Ok(Obj {
+            oid,
+            parent: dir.oid,
+            name: name.to_vec(),
+            inode,
+        })
+    }
+
+    pub async fn readlink(&self, o: &Obj) -> Result<Vec<u8>> {
+        if o.kind() != Kind::Symlink {
+            return Err(Errno(libc::EINVAL));
+        }
+        Ok(o.inode.symlink.clone())
+    }
+
+    /// Reads up to `len` bytes at `off` (short at the end of the file).
+    pub async fn read(&self, o: &Obj, off: u64, len: u64) -> Result<Bytes> {
+        self.read_sized(o, off, len, None).await
+    }
+
+    /// Like [`Dfs::read`], with the file's size already known (no size query).
+    pub async fn read_sized(
+        &self,
+        o: &Obj,
+        off: u64,
+        len: u64,
+        size: Option<u64>,
+    ) -> Result<Bytes> {
+        if o.kind() == Kind::Dir {
+            return Err(Errno(libc::EISDIR));
+        }
+        let a = self.array(o)?;
+        let size = match size {
+            Some(s) => s,
+            None => a.size().await?,
+        };
+        if off >= size {
+            return Ok(Bytes::new());
+        }
+        let n = len.min(size - off);
+        Ok(a.read(off, n).await?)
+    }
+
+    /// Writes `data` at `off`.
+    pub async fn write(&self, o: &Obj, off: u64, data: Bytes) -> Result<()> {
+        if o.kind() == Kind::Dir {
+            return Err(Errno(libc::EISDIR));
+        }
+        off.checked_add(data.len() as u64)
+            .ok_or(Errno(libc::EFBIG))?;
+        Ok(self.array(o)?.write(off, data).await?)
+    }
+
+    /// The file's size.
+    pub async fn size(&self, o: &Obj) -> Result<u64> {
+        Ok(self.array(o)?.size().await?)
+    }
+
+    /// `fallocate`: mode 0 (and KEEP_SIZE) reserves nothing but extends the
+    /// size as asked; PUNCH_HOLE|KEEP_SIZE frees the range, which reads as
+    /// zeros, keeping the size.
+    pub async fn fallocate(&self, o: &Obj, mode: i32, off: u64, len: u64) -> Result<()> {
+        if o.kind() != Kind::File {
+            return Err(Errno(libc::ENODEV));
+        }
+        let end = off.checked_add(len).ok_or(Errno(libc::EFBIG))?;
+        let a = self.array(o)?;
+        match mode {
+            0 => {
+                if end > a.size().await? {
+                    a.set_size(end).await?;
+                }
+                Ok(())
+            }
+            falloc::KEEP_SIZE => Ok(()),
+            m if m == falloc::PUNCH_HOLE | falloc::KEEP_SIZE => {
+                let size = a.size().await?;
+                let stop = end.min(size);
+                if off < stop {
+                    a.punch(off, stop - off).await?;
+                    if a.size().await? < size {
+                        // The punch took the file's last bytes: keep its size.
+                        a.set_size(size).await?;
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(Errno(libc::EOPNOTSUPP)),
+        }
+    }
+
+    /// One page of a directory's entries after `anchor`; the next anchor, or
+    /// `None` at the end. Entries added or removed between pages do not
+    /// disturb the others (the anchor is a key, not a position).
+    pub async fn readdir(
+        &self,
+        dir: &Obj,
+        anchor: Option<(usize, Vec<u8>)>,
+        max: u32,
+    ) -> Result<(Vec<Obj>, Option<(usize, Vec<u8>)>)> {
+        if dir.kind() != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        let d = self.object(dir.oid)?;
+        let (names, next) = d.list_dkeys_page(anchor, max.max(1)).await?;
+        let mut out = Vec::with_capacity(names.len());
+        let fetches = names.into_iter().map(|n| {
+            let d = d.clone();
+            async move {
+                let r = self.fetch_inode(&d, &n).await;
+                (n, r)
+            }
+        });
+        for (name, r) in futures::future::join_all(fetches).await {
+            // An entry removed since the listing is skipped.
+            if let Some(inode) = r? {
+                out.push(Obj {
+                    oid: ObjectId::new(inode.oid_hi, inode.oid_lo),
+                    parent: dir.oid,
+                    name,
+                    inode,
+                });
+            }
+        }
+        Ok((out, next))
+    }
+
+    async fn is_empty_dir(&self, oid: ObjectId) -> Result<bool> {
+        let (names, _) = self.object(oid)?.list_dkeys_page(None, 1).await?;
+        Ok(names.is_empty())
+    }
+
+    /// Removes a non-directory entry. Returns the object the caller must free
+    /// once nobody has the file open (`None` when other links remain).
+    pub async fn unlink(&self, dir: &Obj, name: &[u8]) -> Result<Option<ObjectId>> {
+        let o = self.lookup(dir, name).await?;
+        if o.kind() == Kind::Dir {
+            return Err(Errno(libc::EISDIR));
+        }
+        let d = self.object(dir.oid)?;
+        if o.inode.shared {
+            let mut r = self.record(&o).await?;
+            r.nlink = r.nlink.saturating_sub(1);
+            r.ctime = now_ns();
+            let mut tx = self.cont.tx();
+            tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+            let file = self.object(o.oid)?;
+            if r.nlink == 0 {
+                tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
+            } else {
+                let mut rr = r.clone();
+                rr.shared = false;
+                tx.update(
+                    &file,
+                    INODE_DKEY,
+                    vec![single(INODE_AKEY, rr.encode())],
+                    cond::DKEY_UPDATE,
+                );
+            }
+            tx.commit().await?;
+            return Ok((r.nlink == 0).then_some(o.oid));
+        }
+        d.punch_dkey(name, cond::DKEY_PUNCH).await?;
+        Ok(Some(o.oid))
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, dir: &Obj, name: &[u8]) -> Result<()> {
+        let o = self.lookup(dir, name).await?;
+        if o.kind() != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        if !self.is_empty_dir(o.oid).await? {
+            return Err(Errno(libc::ENOTEMPTY));
+        }
+        self.object(dir.oid)?
+            .punch_dkey(name, cond::DKEY_PUNCH)
+            .await?;
+        self.object(o.oid)?.punch().await?;
+        Ok(())
+    }
+
+    /// Frees an object nobody names or has open any more.
+    pub async fn free(&self, oid: ObjectId) -> Result<()> {
+        Ok(self.object(oid)?.punch().await?)
+    }
+
+    /// Renames `sname` in `sdir` to `dname` in `ddir`, atomically. Returns the
+    /// object of a replaced file the caller must free once it is closed.
+    pub async fn rename(
+        &self,
+        sdir: &Obj,
+        sname: &[u8],
+        ddir: &Obj,
+        dname: &[u8],
+        flags: u32,
+    ) -> Result<Option<ObjectId>> {
+        check_name(dname)?;
+        if flags & !(rename_flags::NOREPLACE | rename_flags::EXCHANGE) != 0
+            || flags == rename_flags::NOREPLACE | rename_flags::EXCHANGE
+        {
+            return Err(Errno(libc::EINVAL));
+        }
+        let src = self.lookup(sdir, sname).await?;
+        let dst = match self.lookup(ddir, dname).await {
+            Ok(d) => Some(d),
+            Err(Errno(libc::ENOENT)) => None,
+            Err(e) => return Err(e),
+        };
+        let sd = self.object(sdir.oid)?;
+        let dd = self.object(ddir.oid)?;
+        if sdir.oid == ddir.oid && sname == dname {
+            return Ok(None);
+        }
+        let mut tx = self.cont.tx();
+        if flags & rename_flags::EXCHANGE != 0 {
+            let dst = dst.ok_or(Errno(libc::ENOENT))?;
+            tx.update(
+                &sd,
+                sname,
+                vec![single(INODE_AKEY, dst.inode.encode())],
+                cond::DKEY_UPDATE,
+            );
+            tx.update(
+                &dd,
+                dname,
+                vec![single(INODE_AKEY, src.inode.encode())],
+                cond::DKEY_UPDATE,
+            );
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let mut victim = None;
+        match &dst {
+            Some(_) if flags & rename_flags::NOREPLACE != 0 => return Err(Errno(libc::EEXIST)),
+            Some(d) if d.oid == src.oid => {
+                // Two links to one file: POSIX says do nothing.
+                return Ok(None);
+            }
+            Some(d) => match (src.kind() == Kind::Dir, d.kind() == Kind::Dir) {
+                (true, false) => return Err(Errno(libc::ENOTDIR)),
+                (false, true) => return Err(Errno(libc::EISDIR)),
+                (true, true) => {
+                    if !self.is_empty_dir(d.oid).await? {
+                        return Err(Errno(libc::ENOTEMPTY));
+                    }
+                    victim = Some(d.oid);
+                }
+                (false, false) => {
+                    if d.inode.shared {
+                        let mut r = self.record(d).await?;
+                        r.nlink = r.nlink.saturating_sub(1);
+                        let file = self.object(d.oid)?;
+                        if r.nlink == 0 {
+                            tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
+                            victim = Some(d.oid);
+                        } else {
+                            r.shared = false;
+                            tx.update(
+                                &file,
+                                INODE_DKEY,
+                                vec![single(INODE_AKEY, r.encode())],
+                                cond::DKEY_UPDATE,
+                            );
+                        }
+                    } else {
+                        victim = Some(d.oid);
+                    }
+                }
+            },
+            None => {}
+        }
+        let mut rec = src.inode.clone();
+        if !rec.shared {
+            rec.ctime = now_ns();
+        }
+        tx.punch_dkey(&sd, sname, cond::DKEY_PUNCH);
+        let c = if dst.is_some() {
+            cond::NONE
+        } else {
+            cond::DKEY_INSERT
+        };
+        tx.update(&dd, dname, vec![single(INODE_AKEY, rec.encode())], c);
+        tx.commit().await?;
+        Ok(victim)
+    }
+
+    /// A new name `name` in `dir` for the file `o` (a hard link).
+    pub async fn link(&self, o: &Obj, dir: &Obj, name: &[u8]) -> Result<Obj> {
+        check_name(name)?;
+        if o.kind() == Kind::Dir {
+            return Err(Errno(libc::EPERM));
+        }
+        let file = self.object(o.oid)?;
+        let dd = self.object(dir.oid)?;
+        let mut r = self.record(o).await?;
+        r.nlink += 1;
+        r.ctime = now_ns();
+        let mut rec = r.clone();
+        rec.shared = false;
+        let stub = Inode {
+            shared: true,
+            ..r.clone()
+        };
+        let mut tx = self.cont.tx();
+        if o.inode.shared {
+            tx.update(
+                &file,
+                INODE_DKEY,
+                vec![single(INODE_AKEY, rec.encode())],
+                cond::DKEY_UPDATE,
+            );
+        } else {
+            // First link: the record moves into the file's object; the old
+            // entry becomes a stub like the new one.
+            tx.update(
+                &file,
+                INODE_DKEY,
+                vec![single(INODE_AKEY, rec.encode())],
+                cond::NONE,
+            );
+            tx.update(
+                &self.object(o.parent)?,
+                &o.name,
+                vec![single(INODE_AKEY, stub.encode())],
+                cond::DKEY_UPDATE,
+            );
+        }
+        tx.update(
+            &dd,
+            name,
+            vec![single(INODE_AKEY, stub.encode())],
+            cond::DKEY_INSERT,
+        );
+        tx.commit().await?;
+        Ok(Obj {
+            oid: o.oid,
+            parent: dir.oid,
+            name: name.to_vec(),
+            inode: stub,
+        })
+    }
+
+    fn xattr_akey(name: &[u8]) -> Result<Vec<u8>> {
+        if name.is_empty() || name.len() > XATTR_NAME_MAX {
+            return Err(Errno(libc::ERANGE));
+        }
+        let ok = [&b"user."[..], b"security.", b"trusted.", b"system."]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if !ok {
+            return Err(Errno(libc::EOPNOTSUPP));
+        }
+        let mut k = XATTR_PREFIX.to_vec();
+        k.extend_from_slice(name);
+        Ok(k)
+    }
+
+    /// `setxattr`; `flags` as Linux's XATTR_CREATE (1) / XATTR_REPLACE (2).
+    pub async fn setxattr(&self, o: &Obj, name: &[u8], value: &[u8], flags: i32) -> Result<()> {
+        let akey = Self::xattr_akey(name)?;
+        if value.len() > XATTR_SIZE_MAX {
+            return Err(Errno(libc::E2BIG));
+        }
+        let (obj, dkey) = self.record_loc(o)?;
+        let c = match flags {
+            0 => cond::NONE,
+            1 => cond::AKEY_INSERT,
+            2 => cond::AKEY_UPDATE,
+            _ => return Err(Errno(libc::EINVAL)),
+        };
+        match obj.update(&dkey, &[single(&akey, value.to_vec())], c).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.der() == Der::EXIST => Err(Errno(libc::EEXIST)),
+            Err(e) if e.der() == Der::NONEXIST => Err(Errno(libc::ENODATA)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn getxattr(&self, o: &Obj, name: &[u8]) -> Result<Vec<u8>> {
+        let akey = Self::xattr_akey(name)?;
+        let (obj, dkey) = self.record_loc(o)?;
+        let f = obj
+            .fetch(
+                &dkey,
+                &[FetchIod::Single { akey }],
+                EPOCH_LATEST,
+                cond::NONE,
+            )
+            .await?;
+        match f.into_iter().next() {
+            Some(x) if x.found => Ok(x.data.to_vec()),
+            _ => Err(Errno(libc::ENODATA)),
+        }
+    }
+
+    pub async fn listxattr(&self, o: &Obj) -> Result<Vec<Vec<u8>>> {
+        let (obj, dkey) = self.record_loc(o)?;
+        Ok(obj
+            .list_akeys(&dkey)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(XATTR_PREFIX).map(<[u8]>::to_vec))
+            .collect())
+    }
+
+    pub async fn removexattr(&self, o: &Obj, name: &[u8]) -> Result<()> {
+        let akey = Self::xattr_akey(name)?;
+        let (obj, dkey) = self.record_loc(o)?;
+        match obj.punch_akeys(&dkey, &[akey], cond::AKEY_PUNCH).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.der() == Der::NONEXIST => Err(Errno(libc::ENODATA)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The pool's space.
+    pub async fn statfs(&self) -> Result<StatFs> {
+        let q = self.cont.pool().query().await?;
+        Ok(StatFs {
+            total: q.scm.total + q.nvme.total,
+            free: q.scm.free + q.nvme.free,
+            files: q.scm.free / 256,
+        })
+    }
+}

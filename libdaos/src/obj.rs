@@ -739,6 +739,26 @@ impl Array {
         Ok(out.freeze())
     }
 
+    /// Punches `[off, off + len)`: those bytes read as zeros again and their
+    /// space is reclaimed (the size stays unless the range was its end).
+    pub async fn punch(&self, off: u64, len: u64) -> Result<(), Error> {
+        let pieces = split(off, len, self.chunk);
+        let calls = pieces.into_iter().map(|(c, o, n)| async move {
+            let iod = Iod {
+                akey: ARRAY_AKEY.to_vec(),
+                value: Value::ArrayPunch {
+                    recxs: vec![Recx { idx: o, nr: n }],
+                },
+            };
+            self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await
+        });
+        futures::stream::iter(calls)
+            .buffer_unordered(ARRAY_PARALLEL)
+            .try_collect::<Vec<u64>>()
+            .await?;
+        Ok(())
+    }
+
     /// The array's size: one past its highest written byte.
     pub async fn size(&self) -> Result<u64, Error> {
         Ok(match self.obj.query_max(ARRAY_AKEY).await? {

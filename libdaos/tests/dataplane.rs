@@ -298,13 +298,21 @@ async fn objects_across_two_engines() {
     assert_eq!(kv.remove(b"k1").await.unwrap_err().der(), Der::NONEXIST);
 
     // RP_3G1 on two ranks: three copies on three distinct targets.
-    let oid = cont.alloc_oid(ObjectType::KvHashed, &class("RP_3G1")).await.unwrap();
+    let oid = cont
+        .alloc_oid(ObjectType::KvHashed, &class("RP_3G1"))
+        .await
+        .unwrap();
     let l = placement::layout(&pool.map(), oid).unwrap();
     let t: std::collections::BTreeSet<_> = l.groups[0].iter().collect();
     assert_eq!(t.len(), 3, "{l:?}");
     let kv3 = cont.kv(oid).unwrap();
-    kv3.put(b"three", Bytes::from_static(b"copies")).await.unwrap();
-    assert_eq!(kv3.get(b"three").await.unwrap().as_deref(), Some(&b"copies"[..]));
+    kv3.put(b"three", Bytes::from_static(b"copies"))
+        .await
+        .unwrap();
+    assert_eq!(
+        kv3.get(b"three").await.unwrap().as_deref(),
+        Some(&b"copies"[..])
+    );
 
     // RP_2G1: a copy on each rank; reads survive the loss of either.
     let oid = cont
@@ -643,7 +651,11 @@ fn example_program_survives_engine_kill9() {
     let s = two_engines();
     s.daos_ok(&["container", "create", "tank", "io", "--type", "POSIX"]);
     let example = testkit::bin_dir().join("examples/daos_io");
-    assert!(example.exists(), "{} missing: cargo test builds it", example.display());
+    assert!(
+        example.exists(),
+        "{} missing: cargo test builds it",
+        example.display()
+    );
     let run = |extra: &[&str]| {
         Command::new(&example)
             .args(["tank", "io", "--array-mib", "192", "--kv", "20000"])
@@ -660,9 +672,17 @@ fn example_program_survives_engine_kill9() {
     s.crash_and_restart(1);
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "daos_io failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "daos_io failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("array: verified 192 MiB"), "{text}");
     assert!(text.contains("kv: verified 20000 pairs"), "{text}");
     let again = run(&["--verify-only"]).wait_with_output().unwrap();
-    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }

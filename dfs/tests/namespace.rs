@@ -1,0 +1,446 @@
+//! The POSIX namespace over a real system (one engine, two targets): every
+//! operation, through libdaos and the engines, with the errno a local
+//! filesystem gives.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dfs::{rename_flags, Dfs, Errno, Kind, SetAttr, Special};
+use libdaos::{Daos, DaosOpts, PoolFlags};
+use testkit::{bin, EngineSpec, System};
+
+const REG: u32 = libc::S_IFREG;
+
+async fn setup() -> (System, Dfs) {
+    let spec = EngineSpec {
+        targets: 2,
+        scm_mib: 256,
+        bdev_mib: 512,
+    };
+    let mut sys = System::new(&[spec]);
+    sys.format();
+    let agent = sys.start_agent();
+    sys.dmg_ok(&[
+        "pool",
+        "create",
+        "tank",
+        "--scm-size",
+        "96MiB",
+        "--nvme-size",
+        "400MiB",
+    ]);
+    let o = Command::new(bin("daos"))
+        .args([
+            "container",
+            "create",
+            "tank",
+            "fs",
+            "--type",
+            "POSIX",
+            "--chunk-size",
+            "64KiB",
+        ])
+        .env("DAOS_AGENT_DRPC_DIR", &agent)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let daos = Daos::with_opts(DaosOpts {
+        agent_dir: Some(agent),
+        retry_for: Duration::from_secs(30),
+        ..DaosOpts::default()
+    })
+    .await
+    .unwrap();
+    let pool = daos
+        .pool_connect("tank", PoolFlags::ReadWrite)
+        .await
+        .unwrap();
+    let cont = pool.open_container("fs", true).await.unwrap();
+    let fs = Dfs::mount(cont).await.unwrap();
+    (sys, fs)
+}
+
+fn e(n: i32) -> Errno {
+    Errno(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posix_namespace() {
+    let (_sys, fs) = setup().await;
+    let root = fs.root().await.unwrap();
+    assert_eq!(root.kind(), Kind::Dir);
+    assert_eq!(fs.chunk_size(), 64 << 10);
+
+    // create, O_EXCL, lookup, stat
+    let f = fs
+        .create(&root, b"a.txt", REG | 0o644, 1000, 100, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.create(&root, b"a.txt", REG | 0o644, 0, 0, Special::None)
+            .await
+            .unwrap_err(),
+        e(libc::EEXIST)
+    );
+    let l = fs.lookup(&root, b"a.txt").await.unwrap();
+    assert_eq!(l.oid, f.oid);
+    let a = fs.getattr(&l).await.unwrap();
+    assert_eq!(
+        (a.kind, a.mode, a.uid, a.gid, a.size, a.nlink),
+        (Kind::File, REG | 0o644, 1000, 100, 0, 1)
+    );
+    assert_eq!(
+        fs.lookup(&root, b"missing").await.unwrap_err(),
+        e(libc::ENOENT)
+    );
+    let long = vec![b'x'; 256];
+    assert_eq!(
+        fs.lookup(&root, &long).await.unwrap_err(),
+        e(libc::ENAMETOOLONG)
+    );
+    assert_eq!(
+        fs.create(&root, &long, REG, 0, 0, Special::None)
+            .await
+            .unwrap_err(),
+        e(libc::ENAMETOOLONG)
+    );
+    // Any bytes but '/' and NUL make a name.
+    let odd = b"\xff\x01 odd \xe2\x98\x83 name".to_vec();
+    fs.create(&root, &odd, REG | 0o600, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(&root, &odd).await.unwrap().name, odd);
+
+    // write and read at any offset; sparse reads are zeros; beyond 4 GiB
+    fs.write(&f, 0, Bytes::from_static(b"hello")).await.unwrap();
+    fs.write(&f, 200_000, Bytes::from_static(b"far"))
+        .await
+        .unwrap();
+    assert_eq!(fs.size(&f).await.unwrap(), 200_003);
+    let r = fs.read(&f, 0, 10).await.unwrap();
+    assert_eq!(&r[..5], b"hello");
+    assert!(r[5..].iter().all(|b| *b == 0));
+    assert_eq!(
+        &fs.read(&f, 200_000, 100).await.unwrap()[..],
+        b"far",
+        "short read at the end"
+    );
+    assert!(fs.read(&f, 300_000, 10).await.unwrap().is_empty());
+    let big = 5u64 << 30;
+    fs.write(&f, big, Bytes::from_static(b"5GiB"))
+        .await
+        .unwrap();
+    assert_eq!(fs.getattr(&f).await.unwrap().size, big + 4);
+    assert_eq!(&fs.read(&f, big, 4).await.unwrap()[..], b"5GiB");
+
+    // truncate down and up
+    let a = fs
+        .setattr(
+            &f,
+            &SetAttr {
+                size: Some(3),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.size, 3);
+    assert_eq!(&fs.read(&f, 0, 10).await.unwrap()[..], b"hel");
+    fs.setattr(
+        &f,
+        &SetAttr {
+            size: Some(100_000),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = fs.read(&f, 0, 100_000).await.unwrap();
+    assert_eq!(r.len(), 100_000);
+    assert!(
+        r[3..].iter().all(|b| *b == 0),
+        "truncated bytes come back as zeros"
+    );
+
+    // mode, owner, times
+    let a = fs
+        .setattr(
+            &f,
+            &SetAttr {
+                mode: Some(0o600),
+                uid: Some(7),
+                gid: Some(8),
+                mtime: Some(1_000_000_123),
+                atime: Some(5),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.mode, a.uid, a.gid, a.mtime, a.atime),
+        (REG | 0o600, 7, 8, 1_000_000_123, 5)
+    );
+    assert!(a.ctime > 1_000_000_123);
+
+    // fallocate: extend, punch a hole keeping the size
+    fs.write(&f, 0, Bytes::from(vec![1u8; 200_000]))
+        .await
+        .unwrap();
+    fs.fallocate(
+        &f,
+        dfs::falloc::PUNCH_HOLE | dfs::falloc::KEEP_SIZE,
+        50_000,
+        100_000,
+    )
+    .await
+    .unwrap();
+    let r = fs.read(&f, 0, 200_000).await.unwrap();
+    assert!(
+        r[..50_000].iter().all(|b| *b == 1)
+            && r[50_000..150_000].iter().all(|b| *b == 0)
+            && r[150_000..].iter().all(|b| *b == 1)
+    );
+    fs.fallocate(
+        &f,
+        dfs::falloc::PUNCH_HOLE | dfs::falloc::KEEP_SIZE,
+        150_000,
+        50_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs.size(&f).await.unwrap(),
+        200_000,
+        "punching the tail keeps the size"
+    );
+    fs.fallocate(&f, 0, 0, 300_000).await.unwrap();
+    assert_eq!(fs.size(&f).await.unwrap(), 300_000);
+
+    // directories
+    let d = fs
+        .create(&root, b"dir", libc::S_IFDIR | 0o755, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let sub = fs
+        .create(&d, b"sub", libc::S_IFDIR | 0o700, 0, 0, Special::None)
+        .await
+        .unwrap();
+    fs.create(&sub, b"leaf", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(fs.rmdir(&d, b"sub").await.unwrap_err(), e(libc::ENOTEMPTY));
+    assert_eq!(
+        fs.rmdir(&root, b"a.txt").await.unwrap_err(),
+        e(libc::ENOTDIR)
+    );
+    assert_eq!(fs.unlink(&root, b"dir").await.unwrap_err(), e(libc::EISDIR));
+    assert_eq!(fs.lookup(&f, b"x").await.unwrap_err(), e(libc::ENOTDIR));
+
+    // readdir: pages, resumable while entries come and go
+    for i in 0..50 {
+        fs.create(
+            &d,
+            format!("f{i:02}").as_bytes(),
+            REG | 0o644,
+            0,
+            0,
+            Special::None,
+        )
+        .await
+        .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut anchor = None;
+    let mut pages = 0;
+    loop {
+        let (ents, next) = fs.readdir(&d, anchor, 7).await.unwrap();
+        pages += 1;
+        if pages == 2 {
+            fs.unlink(&d, b"f49").await.unwrap();
+            fs.create(&d, b"zz-new", REG, 0, 0, Special::None)
+                .await
+                .unwrap();
+        }
+        seen.extend(ents.into_iter().map(|o| String::from_utf8(o.name).unwrap()));
+        match next {
+            Some(a) => anchor = Some(a),
+            None => break,
+        }
+    }
+    assert!(pages > 5);
+    let mut dedup = seen.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), seen.len(), "no entry twice: {seen:?}");
+    for i in 0..49 {
+        assert!(seen.contains(&format!("f{i:02}")), "f{i:02} missing");
+    }
+    assert!(seen.contains(&"sub".to_string()));
+
+    // rename: over a file, across directories, NOREPLACE, EXCHANGE, dirs
+    let b = fs
+        .create(&root, b"b.txt", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    fs.write(&b, 0, Bytes::from_static(b"bbb")).await.unwrap();
+    let victim = fs.rename(&root, b"b.txt", &d, b"f00", 0).await.unwrap();
+    assert!(
+        victim.is_some(),
+        "the replaced file's object is handed back to free"
+    );
+    assert_eq!(
+        fs.lookup(&root, b"b.txt").await.unwrap_err(),
+        e(libc::ENOENT)
+    );
+    let moved = fs.lookup(&d, b"f00").await.unwrap();
+    assert_eq!(&fs.read(&moved, 0, 3).await.unwrap()[..], b"bbb");
+    assert_eq!(
+        fs.rename(&d, b"f00", &d, b"f01", rename_flags::NOREPLACE)
+            .await
+            .unwrap_err(),
+        e(libc::EEXIST)
+    );
+    fs.rename(&d, b"f00", &d, b"f01", rename_flags::EXCHANGE)
+        .await
+        .unwrap();
+    assert_eq!(fs.lookup(&d, b"f01").await.unwrap().oid, moved.oid);
+    assert_eq!(
+        fs.rename(&root, b"dir", &root, b"a.txt", 0)
+            .await
+            .unwrap_err(),
+        e(libc::ENOTDIR)
+    );
+    assert_eq!(
+        fs.rename(&root, b"a.txt", &d, b"sub", 0).await.unwrap_err(),
+        e(libc::EISDIR)
+    );
+    // A directory may replace an empty one; never a non-empty one.
+    let empty = fs
+        .create(&root, b"empty", libc::S_IFDIR | 0o755, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.rename(&d, b"sub", &root, b"empty", 0).await.unwrap(),
+        Some(empty.oid)
+    );
+    let moved_sub = fs.lookup(&root, b"empty").await.unwrap();
+    assert_eq!(fs.lookup(&moved_sub, b"leaf").await.unwrap().name, b"leaf");
+    fs.create(&d, b"e2", libc::S_IFDIR | 0o755, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.rename(&d, b"e2", &root, b"empty", 0).await.unwrap_err(),
+        e(libc::ENOTEMPTY)
+    );
+
+    // symlinks, FIFOs, sockets
+    let s = fs
+        .create(
+            &root,
+            b"link",
+            libc::S_IFLNK | 0o777,
+            0,
+            0,
+            Special::Symlink(b"dir/f01"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fs.readlink(&s).await.unwrap(), b"dir/f01");
+    assert_eq!(fs.getattr(&s).await.unwrap().size, 7);
+    let fifo = fs
+        .create(&root, b"fifo", libc::S_IFIFO | 0o600, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(fs.getattr(&fifo).await.unwrap().kind, Kind::Fifo);
+    let sock = fs
+        .create(&root, b"sock", libc::S_IFSOCK | 0o600, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(fs.getattr(&sock).await.unwrap().kind, Kind::Socket);
+
+    // hard links: shared data and attributes, link count, last unlink frees
+    let h = fs
+        .create(&root, b"h1", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    fs.write(&h, 0, Bytes::from_static(b"shared"))
+        .await
+        .unwrap();
+    let h2 = fs.link(&h, &d, b"h2").await.unwrap();
+    let h1 = fs.lookup(&root, b"h1").await.unwrap();
+    assert_eq!(fs.getattr(&h1).await.unwrap().nlink, 2);
+    assert_eq!(fs.getattr(&h2).await.unwrap().nlink, 2);
+    fs.setattr(
+        &h2,
+        &SetAttr {
+            mode: Some(0o640),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        fs.getattr(&h1).await.unwrap().mode,
+        REG | 0o640,
+        "one inode behind both names"
+    );
+    let h3 = fs.link(&h1, &root, b"h3").await.unwrap();
+    assert_eq!(fs.getattr(&h3).await.unwrap().nlink, 3);
+    assert_eq!(
+        fs.link(&d, &root, b"dirlink").await.unwrap_err(),
+        e(libc::EPERM)
+    );
+    assert_eq!(fs.unlink(&root, b"h1").await.unwrap(), None);
+    assert_eq!(fs.unlink(&d, b"h2").await.unwrap(), None);
+    let h3 = fs.lookup(&root, b"h3").await.unwrap();
+    assert_eq!(fs.getattr(&h3).await.unwrap().nlink, 1);
+    assert_eq!(&fs.read(&h3, 0, 6).await.unwrap()[..], b"shared");
+    let freed = fs.unlink(&root, b"h3").await.unwrap();
+    assert_eq!(freed, Some(h.oid), "the last name gone: free the object");
+    fs.free(h.oid).await.unwrap();
+
+    // extended attributes
+    fs.setxattr(&f, b"user.color", b"blue", 0).await.unwrap();
+    fs.setxattr(&f, b"security.label", b"x", 0).await.unwrap();
+    assert_eq!(fs.getxattr(&f, b"user.color").await.unwrap(), b"blue");
+    assert_eq!(
+        fs.setxattr(&f, b"user.color", b"red", 1).await.unwrap_err(),
+        e(libc::EEXIST)
+    );
+    assert_eq!(
+        fs.setxattr(&f, b"user.none", b"red", 2).await.unwrap_err(),
+        e(libc::ENODATA)
+    );
+    let mut names = fs.listxattr(&f).await.unwrap();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![b"security.label".to_vec(), b"user.color".to_vec()]
+    );
+    fs.removexattr(&f, b"user.color").await.unwrap();
+    assert_eq!(
+        fs.getxattr(&f, b"user.color").await.unwrap_err(),
+        e(libc::ENODATA)
+    );
+    assert_eq!(
+        fs.removexattr(&f, b"user.color").await.unwrap_err(),
+        e(libc::ENODATA)
+    );
+    assert_eq!(
+        fs.setxattr(&f, b"bogus.ns", b"v", 0).await.unwrap_err(),
+        e(libc::EOPNOTSUPP)
+    );
+
+    // statfs from the pool
+    let st = fs.statfs().await.unwrap();
+    assert!(st.total > 400 << 20 && st.free > 0 && st.free <= st.total);
+
+    // A second mount sees the same namespace.
+    let again = Dfs::mount(fs.container().clone()).await.unwrap();
+    let r2 = again.root().await.unwrap();
+    assert_eq!(again.lookup(&r2, b"a.txt").await.unwrap().oid, f.oid);
+}
