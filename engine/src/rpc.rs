@@ -200,32 +200,49 @@ async fn obj_update(e: &Arc<Engine>, r: pb::UpdateReq, bulk: Bytes) -> Result<pb
         return Ok(pb::UpdateResp { epoch });
     }
     // A replicated write: one transaction over every replica of the group.
-    let me = e.rank()?;
-    let op = |rank: u32, tgt: u32| pb::TxOp {
-        t: Some(pb::ObjTarget { tgt, ..t.clone() }),
-        rank,
-        dkey: r.dkey.clone(),
-        iods: r.iods.clone(),
+    let op = pb::TxOp {
+        dkey: r.dkey,
+        iods: r.iods,
         cond: r.cond,
         ..Default::default()
     };
-    let mut parts = vec![crate::dtx::Part {
+    replicate(e, &t, &r.replicas, op, bulk, epoch).await?;
+    Ok(pb::UpdateResp { epoch })
+}
+
+/// Runs `op` on this engine's shard and on every replica of its group as
+/// one transaction coordinated here.
+async fn replicate(
+    e: &Arc<Engine>,
+    t: &pb::ObjTarget,
+    replicas: &[pb::ShardLoc],
+    op: pb::TxOp,
+    bulk: Bytes,
+    epoch: u64,
+) -> Result<()> {
+    let me = e.rank()?;
+    let here = pb::ShardLoc {
         rank: me,
         tgt: t.tgt,
-        ops: vec![op(me, t.tgt)],
-        bulk: bulk.clone(),
-    }];
-    for s in &r.replicas {
-        parts.push(crate::dtx::Part {
+    };
+    let parts = std::iter::once(&here)
+        .chain(replicas)
+        .map(|s| crate::dtx::Part {
             rank: s.rank,
             tgt: s.tgt,
-            ops: vec![op(s.rank, s.tgt)],
+            ops: vec![pb::TxOp {
+                t: Some(pb::ObjTarget {
+                    tgt: s.tgt,
+                    ..t.clone()
+                }),
+                rank: s.rank,
+                ..op.clone()
+            }],
             bulk: bulk.clone(),
-        });
-    }
+        })
+        .collect();
     let id = crate::dtx::new_id(me, t.tgt, rand_u64());
-    crate::dtx::coordinate(e, &t.pool_uuid, id, epoch, parts).await?;
-    Ok(pb::UpdateResp { epoch })
+    crate::dtx::coordinate(e, &t.pool_uuid, id, epoch, parts).await
 }
 
 fn rand_u64() -> u64 {
@@ -246,33 +263,15 @@ async fn obj_punch(e: &Arc<Engine>, r: pb::PunchReq) -> Result<pb::PunchResp> {
             .await?;
         return Ok(pb::PunchResp { epoch });
     }
-    let me = e.rank()?;
-    let op = |rank: u32, tgt: u32| pb::TxOp {
-        t: Some(pb::ObjTarget { tgt, ..t.clone() }),
-        rank,
+    let op = pb::TxOp {
         punch: true,
         punch_kind: r.kind,
-        dkeys: r.dkeys.clone(),
-        akeys: r.akeys.clone(),
+        dkeys: r.dkeys,
+        akeys: r.akeys,
         cond: r.cond,
         ..Default::default()
     };
-    let mut parts = vec![crate::dtx::Part {
-        rank: me,
-        tgt: t.tgt,
-        ops: vec![op(me, t.tgt)],
-        bulk: Bytes::new(),
-    }];
-    for s in &r.replicas {
-        parts.push(crate::dtx::Part {
-            rank: s.rank,
-            tgt: s.tgt,
-            ops: vec![op(s.rank, s.tgt)],
-            bulk: Bytes::new(),
-        });
-    }
-    let id = crate::dtx::new_id(me, t.tgt, rand_u64());
-    crate::dtx::coordinate(e, &t.pool_uuid, id, epoch, parts).await?;
+    replicate(e, &t, &r.replicas, op, Bytes::new(), epoch).await?;
     Ok(pb::PunchResp { epoch })
 }
 

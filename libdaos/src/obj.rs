@@ -100,6 +100,18 @@ pub struct Object {
     layout: std::sync::Arc<Mutex<Option<(u32, Layout)>>>,
 }
 
+/// The shards after the first of a group: the replicas its writes reach.
+fn replica_locs(shards: &[TargetId]) -> Vec<pb::ShardLoc> {
+    shards
+        .iter()
+        .skip(1)
+        .map(|s| pb::ShardLoc {
+            rank: s.rank.0,
+            tgt: s.tgt.0,
+        })
+        .collect()
+}
+
 pub(crate) fn to_pb_recx(r: &Recx) -> pb::Recx {
     pb::Recx {
         idx: r.idx,
@@ -268,13 +280,7 @@ impl Object {
             dkey: dkey.to_vec(),
             iods: encode_iods(iods, &mut bulk)?,
             cond,
-            replicas: shards[1..]
-                .iter()
-                .map(|s| pb::ShardLoc {
-                    rank: s.rank.0,
-                    tgt: s.tgt.0,
-                })
-                .collect(),
+            replicas: replica_locs(&shards),
         };
         let (r, _): (pb::UpdateResp, _) = self
             .call(shards[0], opcode::obj::UPDATE, &req, bulk.freeze())
@@ -382,13 +388,7 @@ impl Object {
                 dkeys: dkeys.clone(),
                 akeys: akeys.clone(),
                 cond,
-                replicas: shards[1..]
-                    .iter()
-                    .map(|s| pb::ShardLoc {
-                        rank: s.rank.0,
-                        tgt: s.tgt.0,
-                    })
-                    .collect(),
+                replicas: replica_locs(&shards),
             };
             async move {
                 let _: (pb::PunchResp, _) = self

@@ -178,6 +178,21 @@ impl PoolDb {
             .or_else(|| self.conts.values().find(|c| c.label == id))
     }
 
+    /// Fails unless no container but `uuid` carries `label`.
+    fn label_free(&self, label: &str, uuid: &str) -> Result<(), PoolResp> {
+        if self
+            .conts
+            .values()
+            .any(|c| c.label == label && c.uuid != uuid)
+        {
+            return Err(err(
+                Der::EXIST,
+                format!("a container labelled {label:?} already exists"),
+            ));
+        }
+        Ok(())
+    }
+
     fn cont_mut(&mut self, uuid: &str) -> Result<&mut ContRec, PoolResp> {
         self.conts
             .get_mut(uuid)
@@ -243,11 +258,8 @@ impl PoolDb {
                 if self.conts.contains_key(&uuid) {
                     return Err(err(Der::EXIST, format!("container {uuid} already exists")));
                 }
-                if !label.is_empty() && self.conts.values().any(|c| c.label == label) {
-                    return Err(err(
-                        Der::EXIST,
-                        format!("a container labelled {label:?} already exists"),
-                    ));
+                if !label.is_empty() {
+                    self.label_free(&label, &uuid)?;
                 }
                 self.conts.insert(
                     uuid.clone(),
@@ -282,12 +294,7 @@ impl PoolDb {
             }
             PoolCmd::ContSetProps { uuid, props } => {
                 if let Some(l) = props.get("label") {
-                    if self.conts.values().any(|c| &c.label == l && c.uuid != uuid) {
-                        return Err(err(
-                            Der::EXIST,
-                            format!("a container labelled {l:?} already exists"),
-                        ));
-                    }
+                    self.label_free(l, &uuid)?;
                 }
                 let c = self.cont_mut(&uuid)?;
                 for (k, v) in props {
