@@ -100,7 +100,7 @@ impl Setup {
             self.sys.dmg(&["system", "start"]);
             self.sys.engine_pid(idx).is_some_and(|p| p != pid)
         });
-        self.sys.wait_joined(2);
+        self.sys.wait_joined(self.sys.engines.len());
     }
 }
 
@@ -504,7 +504,7 @@ impl Setup {
             self.sys.dmg(&["system", "start"]);
             self.sys.engine_pid(idx).is_some_and(|p| p != old)
         });
-        self.sys.wait_joined(2);
+        self.sys.wait_joined(self.sys.engines.len());
     }
 }
 
@@ -684,5 +684,70 @@ fn example_program_survives_engine_kill9() {
         again.status.success(),
         "{}",
         String::from_utf8_lossy(&again.stderr)
+    );
+}
+
+/// The pool service is a raft group: with three service ranks, killing the
+/// leader's engine leaves a majority that elects another, and container
+/// operations go on; the old leader catches up when it is back.
+#[test]
+fn pool_service_survives_its_leader() {
+    let spec = EngineSpec {
+        targets: 1,
+        scm_mib: 128,
+        bdev_mib: 256,
+    };
+    let mut sys = System::new(&[spec, spec, spec]);
+    sys.format();
+    let agent = sys.start_agent();
+    let created = sys.dmg_json(&[
+        "pool",
+        "create",
+        "tank",
+        "--scm-size",
+        "60MiB",
+        "--nvme-size",
+        "120MiB",
+    ]);
+    let svc: Vec<u64> = created["svc_reps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .collect();
+    assert_eq!(svc.len(), 3, "{created}");
+    let s = Setup { sys, agent };
+    s.daos_ok(&["container", "create", "tank", "before"]);
+    // The leader is the replica that answered; ask the pool query which it is.
+    let q = s.daos_json(&["pool", "query", "tank"]);
+    let leader = q["leader"].as_u64().unwrap() as u32;
+    let idx = rank_index(&s, leader);
+    let pid = s.engine_pid(idx);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("leader engine to die", Duration::from_secs(10), || {
+        s.sys.engine_pid(idx).is_none()
+    });
+    s.daos_ok(&["container", "create", "tank", "during"]);
+    let q = s.daos_json(&["pool", "query", "tank"]);
+    assert_ne!(
+        q["leader"].as_u64().unwrap() as u32,
+        leader,
+        "a new leader: {q}"
+    );
+    s.crash_and_restart_after_kill(idx, pid);
+    let list = s.daos_json(&["container", "list", "tank"]);
+    let labels: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert!(
+        labels.contains(&"before") && labels.contains(&"during"),
+        "{labels:?}"
     );
 }
