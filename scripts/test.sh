@@ -10,7 +10,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_pkgs=()
-for p in gcc:gcc openssl:openssl mount:mount; do
+for p in gcc:gcc openssl:openssl mount:mount fusermount3:fuse3 mount.fuse3:fuse3; do
     command -v "${p%%:*}" >/dev/null 2>&1 || need_pkgs+=("${p##*:}")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then

@@ -686,6 +686,15 @@ impl Dfs {
         Ok(self.array(o)?.write(off, data).await?)
     }
 
+    /// Sets a file's size without touching its record: for a file that has
+    /// no name any more (unlinked while open), whose record is gone.
+    pub async fn set_size(&self, o: &Obj, size: u64) -> Result<()> {
+        if o.kind() != Kind::File {
+            return Err(Errno(libc::EINVAL));
+        }
+        Ok(self.array(o)?.set_size(size).await?)
+    }
+
     /// The file's size.
     pub async fn size(&self, o: &Obj) -> Result<u64> {
         Ok(self.array(o)?.size().await?)

@@ -380,23 +380,26 @@ impl Object {
             Some(d) => vec![self.group_of(d)?.1],
             None => l.groups.clone(),
         };
-        let calls = groups.into_iter().map(|shards| {
-            let req = pb::PunchReq {
-                t: Some(self.target(shards[0].tgt.0, v)),
-                epoch: 0,
-                kind: kind as i32,
-                dkeys: dkeys.clone(),
-                akeys: akeys.clone(),
-                cond,
-                replicas: replica_locs(&shards),
-            };
-            async move {
-                let _: (pb::PunchResp, _) = self
-                    .call(shards[0], opcode::obj::PUNCH, &req, Bytes::new())
-                    .await?;
-                Ok::<(), Error>(())
-            }
-        });
+        let calls: Vec<_> = groups
+            .into_iter()
+            .map(|shards| {
+                let req = pb::PunchReq {
+                    t: Some(self.target(shards[0].tgt.0, v)),
+                    epoch: 0,
+                    kind: kind as i32,
+                    dkeys: dkeys.clone(),
+                    akeys: akeys.clone(),
+                    cond,
+                    replicas: replica_locs(&shards),
+                };
+                async move {
+                    let _: (pb::PunchResp, _) = self
+                        .call(shards[0], opcode::obj::PUNCH, &req, Bytes::new())
+                        .await?;
+                    Ok::<(), Error>(())
+                }
+            })
+            .collect();
         futures::stream::iter(calls)
             .buffer_unordered(16)
             .try_collect::<Vec<()>>()
@@ -532,20 +535,24 @@ impl Object {
     /// record under that dkey (over all groups).
     pub async fn query_max(&self, akey: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, Error> {
         let (v, l) = self.layout()?;
-        let calls = l.groups.iter().map(|shards| {
-            let req = pb::QueryKeyReq {
-                t: Some(self.target(shards[0].tgt.0, v)),
-                epoch: EPOCH_LATEST,
-                akey: akey.to_vec(),
-            };
-            let shard = shards[0];
-            async move {
-                let (r, _): (pb::QueryKeyResp, _) = self
-                    .call(shard, opcode::obj::QUERY_KEY, &req, Bytes::new())
-                    .await?;
-                Ok::<_, Error>(r)
-            }
-        });
+        let calls: Vec<_> = l
+            .groups
+            .iter()
+            .map(|shards| {
+                let req = pb::QueryKeyReq {
+                    t: Some(self.target(shards[0].tgt.0, v)),
+                    epoch: EPOCH_LATEST,
+                    akey: akey.to_vec(),
+                };
+                let shard = shards[0];
+                async move {
+                    let (r, _): (pb::QueryKeyResp, _) = self
+                        .call(shard, opcode::obj::QUERY_KEY, &req, Bytes::new())
+                        .await?;
+                    Ok::<_, Error>(r)
+                }
+            })
+            .collect();
         let all: Vec<pb::QueryKeyResp> = futures::stream::iter(calls)
             .buffer_unordered(16)
             .try_collect()
@@ -678,21 +685,24 @@ impl Array {
     /// Writes `data` at byte `off`.
     pub async fn write(&self, off: u64, data: Bytes) -> Result<(), Error> {
         let pieces = split(off, data.len() as u64, self.chunk);
-        let calls = pieces.into_iter().map(|(c, o, n)| {
-            let s = (o - off) as usize;
-            let piece = data.slice(s..s + n as usize);
-            async move {
-                let iod = Iod {
-                    akey: ARRAY_AKEY.to_vec(),
-                    value: Value::Array {
-                        rec_size: 1,
-                        recxs: vec![Recx { idx: o, nr: n }],
-                        data: piece,
-                    },
-                };
-                self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await
-            }
-        });
+        let calls: Vec<_> = pieces
+            .into_iter()
+            .map(|(c, o, n)| {
+                let s = (o - off) as usize;
+                let piece = data.slice(s..s + n as usize);
+                async move {
+                    let iod = Iod {
+                        akey: ARRAY_AKEY.to_vec(),
+                        value: Value::Array {
+                            rec_size: 1,
+                            recxs: vec![Recx { idx: o, nr: n }],
+                            data: piece,
+                        },
+                    };
+                    self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await
+                }
+            })
+            .collect();
         futures::stream::iter(calls)
             .buffer_unordered(ARRAY_PARALLEL)
             .try_collect::<Vec<u64>>()
@@ -703,22 +713,25 @@ impl Array {
     /// Reads `len` bytes at `off`; what was never written reads as zeros.
     pub async fn read(&self, off: u64, len: u64) -> Result<Bytes, Error> {
         let pieces = split(off, len, self.chunk);
-        let calls = pieces.into_iter().map(|(c, o, n)| async move {
-            let f = self
-                .obj
-                .fetch(
-                    &chunk_dkey(c),
-                    &[FetchIod::Array {
-                        akey: ARRAY_AKEY.to_vec(),
-                        recxs: vec![Recx { idx: o, nr: n }],
-                    }],
-                    EPOCH_LATEST,
-                    cond::NONE,
-                )
-                .await?;
-            let data = f.into_iter().next().map(|f| f.data).unwrap_or_default();
-            Ok::<_, Error>((o, n, data))
-        });
+        let calls: Vec<_> = pieces
+            .into_iter()
+            .map(|(c, o, n)| async move {
+                let f = self
+                    .obj
+                    .fetch(
+                        &chunk_dkey(c),
+                        &[FetchIod::Array {
+                            akey: ARRAY_AKEY.to_vec(),
+                            recxs: vec![Recx { idx: o, nr: n }],
+                        }],
+                        EPOCH_LATEST,
+                        cond::NONE,
+                    )
+                    .await?;
+                let data = f.into_iter().next().map(|f| f.data).unwrap_or_default();
+                Ok::<_, Error>((o, n, data))
+            })
+            .collect();
         let parts: Vec<(u64, u64, Bytes)> = futures::stream::iter(calls)
             .buffered(ARRAY_PARALLEL)
             .try_collect()
@@ -743,15 +756,18 @@ impl Array {
     /// space is reclaimed (the size stays unless the range was its end).
     pub async fn punch(&self, off: u64, len: u64) -> Result<(), Error> {
         let pieces = split(off, len, self.chunk);
-        let calls = pieces.into_iter().map(|(c, o, n)| async move {
-            let iod = Iod {
-                akey: ARRAY_AKEY.to_vec(),
-                value: Value::ArrayPunch {
-                    recxs: vec![Recx { idx: o, nr: n }],
-                },
-            };
-            self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await
-        });
+        let calls: Vec<_> = pieces
+            .into_iter()
+            .map(|(c, o, n)| async move {
+                let iod = Iod {
+                    akey: ARRAY_AKEY.to_vec(),
+                    value: Value::ArrayPunch {
+                        recxs: vec![Recx { idx: o, nr: n }],
+                    },
+                };
+                self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await
+            })
+            .collect();
         futures::stream::iter(calls)
             .buffer_unordered(ARRAY_PARALLEL)
             .try_collect::<Vec<u64>>()

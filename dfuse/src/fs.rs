@@ -1,0 +1,1249 @@
+//! The filesystem: FUSE requests as dfs calls.
+//!
+//! [`Core`] holds the logic, each operation an `async fn` returning
+//! `Result<T, Errno>` (testable without a mount). [`DfuseFs`] is the
+//! `fuser::Filesystem`: it copies each request's arguments, spawns the
+//! operation onto the tokio runtime and replies from that task, so a slow
+//! request never holds up the others.
+//!
+//! Invariants: the inode table and handle maps are behind `std` mutexes held
+//! only between awaits; data is durable in the engines when a write returns
+//! (so `fsync` and `flush` have nothing left to do); an object unlinked while
+//! open is freed at its last release (see [`crate::inode`]).
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use dfs::{layout::Inode, Attr, Dfs, Errno, Kind, Obj, SetAttr, Special};
+use fuser::{
+    AccessFlags, BsdFileFlags, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use libdaos::ObjectId;
+
+use crate::inode::{ino_of, InodeTable, ROOT_INO};
+use crate::opts::Caching;
+
+/// The largest write the kernel sends in one request.
+pub const MAX_WRITE: u32 = 1 << 20;
+/// Directory entries fetched from dfs per page.
+const DIR_PAGE: u32 = 128;
+/// The statfs block size.
+const BSIZE: u64 = 4096;
+
+/// One directory entry as readdir serves it.
+#[derive(Debug, Clone)]
+pub struct DirEnt {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: Vec<u8>,
+    /// The object (`None` for `.` and `..`), for readdirplus.
+    pub obj: Option<Obj>,
+}
+
+/// An open directory: the entries handed out so far, in order, and the dfs
+/// anchor after the last. Offset `k` is the entry at position `k - 1`, so an
+/// offset stays valid while entries are added or removed.
+#[derive(Debug, Default)]
+struct DirStream {
+    entries: Vec<DirEnt>,
+    anchor: Option<(usize, Vec<u8>)>,
+    done: bool,
+}
+
+#[derive(Debug)]
+enum Handle {
+    File {
+        ino: u64,
+        /// Append at the current size (the kernel does it with write-back).
+        append: bool,
+    },
+    Dir {
+        ino: u64,
+        stream: Arc<tokio::sync::Mutex<DirStream>>,
+    },
+}
+
+/// Who a new inode belongs to.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The filesystem's state and operations.
+pub struct Core {
+    dfs: Dfs,
+    inodes: Mutex<InodeTable>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    pub caching: Caching,
+    /// Serializes appends done here (without write-back) so two do not land
+    /// at the same size.
+    append_lock: tokio::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere does not make the table wrong: keep serving.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn attr_of_new(o: &Obj, blksize: u32) -> Attr {
+    let kind = o.kind();
+    Attr {
+        ino: ino_of(o.oid),
+        oid: o.oid,
+        kind,
+        mode: o.inode.mode,
+        uid: o.inode.uid,
+        gid: o.inode.gid,
+        size: match kind {
+            Kind::Symlink => o.inode.symlink.len() as u64,
+            Kind::Dir => 4096,
+            _ => 0,
+        },
+        nlink: o.inode.nlink.max(1),
+        rdev: o.inode.rdev,
+        atime: o.inode.atime,
+        mtime: o.inode.mtime,
+        ctime: o.inode.ctime,
+        blksize,
+    }
+}
+
+fn ns_of(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+fn time_of(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+fn file_type(k: Kind) -> FileType {
+    match k {
+        Kind::File => FileType::RegularFile,
+        Kind::Dir => FileType::Directory,
+        Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
+    }
+}
+
+/// The FUSE view of dfs attributes.
+pub fn fuse_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.blocks(),
+        atime: time_of(a.atime),
+        mtime: time_of(a.mtime),
+        ctime: time_of(a.ctime),
+        crtime: time_of(a.ctime),
+        kind: file_type(a.kind),
+        perm: (a.mode & 0o7777) as u16,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize: a.blksize,
+        flags: 0,
+    }
+}
+
+impl Core {
+    pub async fn new(dfs: Dfs, caching: Caching) -> Result<Core, Errno> {
+        let root = dfs.root().await?;
+        if ino_of(root.oid) != ROOT_INO {
+            tracing::error!(oid = ?root.oid, "dfs root does not have inode number 1");
+            return Err(Errno(libc::EIO));
+        }
+        Ok(Core {
+            dfs,
+            inodes: Mutex::new(InodeTable::new(root)),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            caching,
+            append_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn dfs(&self) -> &Dfs {
+        &self.dfs
+    }
+
+    fn obj(&self, ino: u64) -> Result<Obj, Errno> {
+        lock(&self.inodes).obj(ino)
+    }
+
+    fn dir(&self, ino: u64) -> Result<Obj, Errno> {
+        let o = self.obj(ino)?;
+        if o.kind() != Kind::Dir {
+            return Err(Errno(libc::ENOTDIR));
+        }
+        Ok(o)
+    }
+
+    fn blksize(&self) -> u32 {
+        self.dfs.chunk_size().min(u64::from(u32::MAX)) as u32
+    }
+
+    fn new_fh(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles).insert(fh, h);
+        fh
+    }
+
+    /// Frees `oid` now, or at the last release if it is open.
+    async fn gone(&self, oid: ObjectId) {
+        let free = lock(&self.inodes).unlinked(oid);
+        if let Some(oid) = free {
+            if let Err(e) = self.dfs.free(oid).await {
+                tracing::warn!(?oid, "freeing an unlinked object: {e}");
+            }
+        }
+    }
+
+    /// The number of inodes the table holds (the root included).
+    pub fn inode_count(&self) -> usize {
+        lock(&self.inodes).len()
+    }
+
+    pub async fn lookup(&self, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
+        let dir = self.dir(parent)?;
+        let o = self.dfs.lookup(&dir, name).await?;
+        let a = self.dfs.entry_attr(&o).await?;
+        lock(&self.inodes).remember(o);
+        Ok(a)
+    }
+
+    pub fn forget(&self, ino: u64, n: u64) {
+        lock(&self.inodes).forget(ino, n);
+    }
+
+    pub async fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
+        let (o, orphan) = {
+            let t = lock(&self.inodes);
+            let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
+            (e.obj.clone(), e.orphan)
+        };
+        if orphan {
+            let mut a = self.dfs.entry_attr(&o).await?;
+            a.nlink = 0;
+            return Ok(a);
+        }
+        self.dfs.getattr(&o).await
+    }
+
+    pub async fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr, Errno> {
+        let (o, orphan) = {
+            let t = lock(&self.inodes);
+            let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
+            (e.obj.clone(), e.orphan)
+        };
+        if !orphan {
+            return self.dfs.setattr(&o, s).await;
+        }
+        // No entry holds an orphan's record: change the size on the object
+        // and the rest in the copy we hold.
+        if let Some(size) = s.size {
+            self.dfs.set_size(&o, size).await?;
+        }
+        let now = dfs::now_ns();
+        let o = {
+            let mut t = lock(&self.inodes);
+            let e = t.get_mut(ino).ok_or(Errno(libc::ESTALE))?;
+            let r: &mut Inode = &mut e.obj.inode;
+            if let Some(m) = s.mode {
+                r.mode = (r.mode & libc::S_IFMT) | (m & !libc::S_IFMT);
+            }
+            if let Some(u) = s.uid {
+                r.uid = u;
+            }
+            if let Some(g) = s.gid {
+                r.gid = g;
+            }
+            if let Some(a) = s.atime {
+                r.atime = a;
+            }
+            if let Some(m) = s.mtime {
+                r.mtime = m;
+            }
+            r.ctime = s.ctime.unwrap_or(now);
+            e.obj.clone()
+        };
+        let mut a = self.dfs.entry_attr(&o).await?;
+        a.nlink = 0;
+        Ok(a)
+    }
+
+    /// mknod, mkdir, symlink: a new entry and one lookup on it.
+    pub async fn make(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        owner: Owner,
+        special: Special<'_>,
+    ) -> Result<Attr, Errno> {
+        let dir = self.dir(parent)?;
+        let o = self
+            .dfs
+            .create(&dir, name, mode, owner.uid, owner.gid, special)
+            .await?;
+        let a = attr_of_new(&o, self.blksize());
+        lock(&self.inodes).remember(o);
+        Ok(a)
+    }
+
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let o = self.obj(ino)?;
+        self.dfs.readlink(&o).await
+    }
+
+    pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
+        let dir = self.dir(parent)?;
+        if let Some(oid) = self.dfs.unlink(&dir, name).await? {
+            self.gone(oid).await;
+        }
+        Ok(())
+    }
+
+    pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
+        let dir = self.dir(parent)?;
+        let o = self.dfs.lookup(&dir, name).await?;
+        self.dfs.rmdir(&dir, name).await?;
+        let mut t = lock(&self.inodes);
+        if let Some(e) = t.get_mut(ino_of(o.oid)) {
+            e.orphan = true;
+        }
+        Ok(())
+    }
+
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> Result<(), Errno> {
+        let sdir = self.dir(parent)?;
+        let ddir = self.dir(newparent)?;
+        let victim = self.dfs.rename(&sdir, name, &ddir, newname, flags).await?;
+        if let Some(oid) = victim {
+            self.gone(oid).await;
+        }
+        // Keep the table's (parent, name) current: a non-shared record lives
+        // in the entry.
+        let moved = self.dfs.lookup(&ddir, newname).await?;
+        lock(&self.inodes).moved(moved);
+        if flags & dfs::rename_flags::EXCHANGE != 0 {
+            let back = self.dfs.lookup(&sdir, name).await?;
+            lock(&self.inodes).moved(back);
+        }
+        Ok(())
+    }
+
+    pub async fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr, Errno> {
+        let o = self.obj(ino)?;
+        let dir = self.dir(newparent)?;
+        let n = self.dfs.link(&o, &dir, newname).await?;
+        let a = self.dfs.getattr(&n).await?;
+        lock(&self.inodes).remember(n);
+        Ok(a)
+    }
+
+    /// Opens `ino`; returns the handle and whether the page cache may be kept.
+    pub async fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Errno> {
+        let o = self.obj(ino)?;
+        match o.kind() {
+            Kind::Dir => return Err(Errno(libc::EISDIR)),
+            Kind::File => {}
+            _ => return Err(Errno(libc::ENXIO)),
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let mut keep = false;
+        if flags & libc::O_TRUNC != 0 && writable {
+            self.setattr(
+                ino,
+                &SetAttr {
+                    size: Some(0),
+                    ..SetAttr::default()
+                },
+            )
+            .await?;
+        } else if self.caching.data {
+            let a = self.getattr(ino).await?;
+            let stamp = (a.mtime, a.size);
+            let mut t = lock(&self.inodes);
+            if let Some(e) = t.get_mut(ino) {
+                keep = e.cache_stamp == Some(stamp);
+                e.cache_stamp = Some(stamp);
+            }
+        }
+        lock(&self.inodes).opened(ino)?;
+        let append = flags & libc::O_APPEND != 0 && !self.caching.wb;
+        Ok((self.new_fh(Handle::File { ino, append }), keep))
+    }
+
+    /// Creates and opens `name`; an existing file is opened unless O_EXCL.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: i32,
+        owner: Owner,
+    ) -> Result<(Attr, u64), Errno> {
+        let dir = self.dir(parent)?;
+        let mode = if mode & libc::S_IFMT == 0 {
+            mode | libc::S_IFREG
+        } else {
+            mode
+        };
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Errno(libc::EINVAL));
+        }
+        let a = match self
+            .dfs
+            .create(&dir, name, mode, owner.uid, owner.gid, Special::None)
+            .await
+        {
+            Ok(o) => {
+                let a = attr_of_new(&o, self.blksize());
+                lock(&self.inodes).remember(o);
+                a
+            }
+            Err(Errno(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
+                self.lookup(parent, name).await?
+            }
+            Err(e) => return Err(e),
+        };
+        let (fh, _) = self.open(a.ino, flags & !libc::O_CREAT).await?;
+        let a = if flags & libc::O_TRUNC != 0 {
+            self.getattr(a.ino).await?
+        } else {
+            a
+        };
+        Ok((a, fh))
+    }
+
+    pub async fn read(&self, ino: u64, off: u64, len: u32) -> Result<Bytes, Errno> {
+        let o = self.obj(ino)?;
+        self.dfs.read(&o, off, u64::from(len)).await
+    }
+
+    pub async fn write(&self, ino: u64, fh: u64, off: u64, data: Bytes) -> Result<u32, Errno> {
+        let o = self.obj(ino)?;
+        let append = matches!(
+            lock(&self.handles).get(&fh),
+            Some(Handle::File { append: true, .. })
+        );
+        let n = u32::try_from(data.len()).map_err(|_| Errno(libc::EINVAL))?;
+        if append {
+            let _g = self.append_lock.lock().await;
+            let size = self.dfs.size(&o).await?;
+            self.dfs.write(&o, size, data).await?;
+        } else {
+            self.dfs.write(&o, off, data).await?;
+        }
+        Ok(n)
+    }
+
+    pub async fn release(&self, fh: u64) -> Result<(), Errno> {
+        let h = lock(&self.handles).remove(&fh);
+        let ino = match h {
+            Some(Handle::File { ino, .. }) | Some(Handle::Dir { ino, .. }) => ino,
+            None => return Err(Errno(libc::EBADF)),
+        };
+        let free = lock(&self.inodes).released(ino);
+        if let Some(oid) = free {
+            self.dfs.free(oid).await?;
+        }
+        Ok(())
+    }
+
+    pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
+        self.dir(ino)?;
+        lock(&self.inodes).opened(ino)?;
+        Ok(self.new_fh(Handle::Dir {
+            ino,
+            stream: Arc::default(),
+        }))
+    }
+
+    /// The entries from `offset` on (at most `want`), each with the offset
+    /// of the entry after it; `.` and `..` first.
+    pub async fn readdir(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        want: usize,
+    ) -> Result<Vec<(u64, DirEnt)>, Errno> {
+        let stream = match lock(&self.handles).get(&fh) {
+            Some(Handle::Dir { stream, .. }) => stream.clone(),
+            _ => return Err(Errno(libc::EBADF)),
+        };
+        let dir = self.dir(ino)?;
+        let mut s = stream.lock().await;
+        if offset == 0 {
+            // rewinddir: see the directory as it is now.
+            *s = DirStream::default();
+            let parent = if ino == ROOT_INO {
+                ROOT_INO
+            } else {
+                ino_of(dir.parent)
+            };
+            s.entries.push(DirEnt {
+                ino,
+                kind: Kind::Dir,
+                name: b".".to_vec(),
+                obj: None,
+            });
+            s.entries.push(DirEnt {
+                ino: parent,
+                kind: Kind::Dir,
+                name: b"..".to_vec(),
+                obj: None,
+            });
+        }
+        let start = usize::try_from(offset).map_err(|_| Errno(libc::EINVAL))?;
+        while s.entries.len() < start.saturating_add(want) && !s.done {
+            let (page, next) = self.dfs.readdir(&dir, s.anchor.clone(), DIR_PAGE).await?;
+            for o in page {
+                let kind = o.kind();
+                s.entries.push(DirEnt {
+                    ino: ino_of(o.oid),
+                    kind,
+                    name: o.name.clone(),
+                    obj: Some(o),
+                });
+            }
+            match next {
+                Some(a) => s.anchor = Some(a),
+                None => s.done = true,
+            }
+        }
+        Ok(s.entries
+            .iter()
+            .enumerate()
+            .skip(start)
+            .take(want)
+            .map(|(i, e)| (i as u64 + 1, e.clone()))
+            .collect())
+    }
+
+    /// Like [`Core::readdir`], each entry with its attributes (the
+    /// directory's own for `.` and `..`).
+    pub async fn readdirplus(
+        &self,
+        ino: u64,
+        fh: u64,
+        offset: u64,
+        want: usize,
+    ) -> Result<Vec<(u64, DirEnt, Attr)>, Errno> {
+        let ents = self.readdir(ino, fh, offset, want).await?;
+        let dir_attr = self.getattr(ino).await?;
+        let attrs = futures::future::join_all(ents.iter().map(|(_, e)| async {
+            match &e.obj {
+                Some(o) => self.dfs.entry_attr(o).await,
+                None => Ok(dir_attr.clone()),
+            }
+        }))
+        .await;
+        let mut out = Vec::with_capacity(ents.len());
+        for ((next, e), a) in ents.into_iter().zip(attrs) {
+            match a {
+                Ok(a) => out.push((next, e, a)),
+                // Removed since the listing: leave it out.
+                Err(Errno(libc::ENOENT)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts one kernel lookup of `o` (a readdirplus entry the kernel took).
+    pub fn remember(&self, o: Obj) {
+        lock(&self.inodes).remember(o);
+    }
+
+    pub async fn statfs(&self) -> Result<dfs::StatFs, Errno> {
+        self.dfs.statfs().await
+    }
+
+    pub async fn setxattr(
+        &self,
+        ino: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        let o = self.obj(ino)?;
+        self.dfs.setxattr(&o, name, value, flags).await
+    }
+
+    pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
+        let o = self.obj(ino)?;
+        self.dfs.getxattr(&o, name).await
+    }
+
+    /// The names, each followed by a NUL, as listxattr(2) returns them.
+    pub async fn listxattr(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let o = self.obj(ino)?;
+        let mut out = Vec::new();
+        for n in self.dfs.listxattr(&o).await? {
+            out.extend_from_slice(&n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), Errno> {
+        let o = self.obj(ino)?;
+        self.dfs.removexattr(&o, name).await
+    }
+
+    pub async fn fallocate(&self, ino: u64, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
+        let o = self.obj(ino)?;
+        self.dfs.fallocate(&o, mode, off, len).await
+    }
+}
+
+/// The `fuser::Filesystem` over a [`Core`].
+pub struct DfuseFs {
+    core: Arc<Core>,
+    rt: tokio::runtime::Handle,
+    multi_user: bool,
+    owner: Owner,
+}
+
+fn err(e: Errno) -> fuser::Errno {
+    fuser::Errno::from_i32(e.0)
+}
+
+fn name_bytes(n: &OsStr) -> Vec<u8> {
+    n.as_bytes().to_vec()
+}
+
+impl DfuseFs {
+    pub fn new(core: Arc<Core>, rt: tokio::runtime::Handle, multi_user: bool) -> DfuseFs {
+        DfuseFs {
+            core,
+            rt,
+            multi_user,
+            owner: Owner {
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            },
+        }
+    }
+
+    fn owner(&self, req: &Request) -> Owner {
+        if self.multi_user {
+            Owner {
+                uid: req.uid(),
+                gid: req.gid(),
+            }
+        } else {
+            self.owner
+        }
+    }
+
+    /// Runs one request as its own task, off the session thread, so
+    /// requests never wait for each other.
+    fn spawn<F>(&self, f: impl FnOnce(Arc<Core>) -> F + Send + 'static)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.rt.spawn(f(self.core.clone()));
+    }
+
+    fn ttls(&self) -> (Duration, Duration) {
+        (self.core.caching.attr, self.core.caching.dentry)
+    }
+}
+
+fn reply_entry(reply: ReplyEntry, r: Result<Attr, Errno>, attr_ttl: Duration, entry_ttl: Duration) {
+    match r {
+        Ok(a) => reply.entry_with_ttls(&attr_ttl, &entry_ttl, &fuse_attr(&a), Generation(0)),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn reply_empty(reply: ReplyEmpty, r: Result<(), Errno>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, Errno>, size: u32) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::from_i32(libc::ERANGE)),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(err(e)),
+    }
+}
+
+fn time_ns(t: TimeOrNow) -> i64 {
+    match t {
+        TimeOrNow::Now => dfs::now_ns(),
+        TimeOrNow::SpecificTime(t) => ns_of(t),
+    }
+}
+
+impl Filesystem for DfuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
+        let _ = config.set_max_readahead(MAX_WRITE);
+        let mut want = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if self.core.caching.wb {
+            want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        if self.core.caching.attr > Duration::ZERO {
+            want |= InitFlags::FUSE_CACHE_SYMLINKS;
+        }
+        let have = config.capabilities();
+        if let Err(missing) = config.add_capabilities(want & have) {
+            tracing::warn!(?missing, "kernel lacks FUSE capabilities");
+        }
+        if self.core.caching.wb && !have.contains(InitFlags::FUSE_WRITEBACK_CACHE) {
+            tracing::warn!("kernel has no write-back cache for FUSE");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name_bytes(name);
+        let (attr_ttl, entry_ttl) = self.ttls();
+        let neg_ttl = self.core.caching.ndentry;
+        self.spawn(move |c| async move {
+            match c.lookup(parent.0, &name).await {
+                Err(Errno(libc::ENOENT)) if neg_ttl > Duration::ZERO => {
+                    // A negative entry (inode 0) the kernel caches for neg_ttl.
+                    let mut a = fuse_attr(&Attr {
+                        ino: 0,
+                        oid: ObjectId::NIL,
+                        kind: Kind::File,
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        size: 0,
+                        nlink: 0,
+                        rdev: 0,
+                        atime: 0,
+                        mtime: 0,
+                        ctime: 0,
+                        blksize: 0,
+                    });
+                    a.ino = INodeNo(0);
+                    reply.entry_with_ttls(&neg_ttl, &neg_ttl, &a, Generation(0));
+                }
+                r => reply_entry(reply, r, attr_ttl, entry_ttl),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let ttl = self.core.caching.attr;
+        self.spawn(move |c| async move {
+            match c.getattr(ino.0).await {
+                Ok(a) => reply.attr(&ttl, &fuse_attr(&a)),
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let s = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_ns),
+            mtime: mtime.map(time_ns),
+            ctime: ctime.map(ns_of),
+        };
+        let ttl = self.core.caching.attr;
+        self.spawn(move |c| async move {
+            match c.setattr(ino.0, &s).await {
+                Ok(a) => reply.attr(&ttl, &fuse_attr(&a)),
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |c| async move {
+            match c.readlink(ino.0).await {
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name_bytes(name);
+        let owner = self.owner(req);
+        let (at, et) = self.ttls();
+        self.spawn(move |c| async move {
+            let special = match mode & libc::S_IFMT {
+                libc::S_IFCHR | libc::S_IFBLK => Special::Rdev(rdev),
+                _ => Special::None,
+            };
+            let mode = if mode & libc::S_IFMT == 0 {
+                mode | libc::S_IFREG
+            } else {
+                mode
+            };
+            let r = c.make(parent.0, &name, mode, owner, special).await;
+            reply_entry(reply, r, at, et);
+        });
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name_bytes(name);
+        let owner = self.owner(req);
+        let (at, et) = self.ttls();
+        self.spawn(move |c| async move {
+            let mode = libc::S_IFDIR | (mode & 0o7777);
+            let r = c.make(parent.0, &name, mode, owner, Special::None).await;
+            reply_entry(reply, r, at, et);
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn(move |c| async move { reply_empty(reply, c.unlink(parent.0, &name).await) });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn(move |c| async move { reply_empty(reply, c.rmdir(parent.0, &name).await) });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = name_bytes(link_name);
+        let target = target.as_os_str().as_bytes().to_vec();
+        let owner = self.owner(req);
+        let (at, et) = self.ttls();
+        self.spawn(move |c| async move {
+            let r = c
+                .make(
+                    parent.0,
+                    &name,
+                    libc::S_IFLNK | 0o777,
+                    owner,
+                    Special::Symlink(&target),
+                )
+                .await;
+            reply_entry(reply, r, at, et);
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let name = name_bytes(name);
+        let newname = name_bytes(newname);
+        self.spawn(move |c| async move {
+            let r = c
+                .rename(parent.0, &name, newparent.0, &newname, flags.bits())
+                .await;
+            reply_empty(reply, r);
+        });
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = name_bytes(newname);
+        let (at, et) = self.ttls();
+        self.spawn(move |c| async move {
+            let r = c.link(ino.0, newparent.0, &newname).await;
+            reply_entry(reply, r, at, et);
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |c| async move {
+            match c.open(ino.0, flags.0).await {
+                Ok((fh, keep)) => {
+                    let mut f = FopenFlags::empty();
+                    if c.caching.direct_io {
+                        f |= FopenFlags::FOPEN_DIRECT_IO;
+                    } else if keep {
+                        f |= FopenFlags::FOPEN_KEEP_CACHE;
+                    }
+                    reply.opened(FileHandle(fh), f);
+                }
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |c| async move {
+            match c.read(ino.0, offset, size).await {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = Bytes::copy_from_slice(data);
+        self.spawn(move |c| async move {
+            match c.write(ino.0, fh.0, offset, data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        // Writes are stored when they return.
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |c| async move { reply_empty(reply, c.release(fh.0).await) });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every write and metadata change is durable in the engines when it
+        // returns; the kernel flushes its dirty pages before calling this.
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.core.opendir(ino.0) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.spawn(move |c| async move {
+            // A reply buffer holds a few hundred entries at most; ask for a
+            // page and stop where the buffer is full.
+            match c.readdir(ino.0, fh.0, offset, DIR_PAGE as usize).await {
+                Ok(ents) => {
+                    for (next, e) in ents {
+                        let name = OsStr::from_bytes(&e.name);
+                        if reply.add(INodeNo(e.ino), next, file_type(e.kind), name) {
+                            break;
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let (attr_ttl, entry_ttl) = self.ttls();
+        // One TTL per entry in this reply: the shorter keeps both promises.
+        let ttl = attr_ttl.min(entry_ttl);
+        self.spawn(move |c| async move {
+            // Entries with attributes are bigger: a smaller page.
+            match c.readdirplus(ino.0, fh.0, offset, 64).await {
+                Ok(ents) => {
+                    for (next, e, a) in ents {
+                        let name = OsStr::from_bytes(&e.name);
+                        if reply.add(
+                            INodeNo(e.ino),
+                            next,
+                            name,
+                            &ttl,
+                            &fuse_attr(&a),
+                            Generation(0),
+                        ) {
+                            break;
+                        }
+                        // The kernel counts a lookup for every real entry it took.
+                        if let Some(o) = e.obj {
+                            c.remember(o);
+                        }
+                    }
+                    reply.ok();
+                }
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |c| async move { reply_empty(reply, c.release(fh.0).await) });
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |c| async move {
+            match c.statfs().await {
+                Ok(s) => reply.statfs(
+                    s.total / BSIZE,
+                    s.free / BSIZE,
+                    s.free / BSIZE,
+                    s.files,
+                    s.files,
+                    BSIZE as u32,
+                    dfs::NAME_MAX as u32,
+                    BSIZE as u32,
+                ),
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let name = name_bytes(name);
+        let value = value.to_vec();
+        self.spawn(move |c| async move {
+            reply_empty(reply, c.setxattr(ino.0, &name, &value, flags).await)
+        });
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_bytes(name);
+        self.spawn(
+            move |c| async move { reply_xattr(reply, c.getxattr(ino.0, &name).await, size) },
+        );
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        self.spawn(move |c| async move { reply_xattr(reply, c.listxattr(ino.0).await, size) });
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_bytes(name);
+        self.spawn(move |c| async move { reply_empty(reply, c.removexattr(ino.0, &name).await) });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The kernel checks mode bits (default_permissions).
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name_bytes(name);
+        let owner = self.owner(req);
+        let (at, _) = self.ttls();
+        self.spawn(move |c| async move {
+            match c.create(parent.0, &name, mode, flags, owner).await {
+                Ok((a, fh)) => {
+                    let f = if c.caching.direct_io {
+                        FopenFlags::FOPEN_DIRECT_IO
+                    } else {
+                        FopenFlags::empty()
+                    };
+                    reply.created(&at, &fuse_attr(&a), Generation(0), FileHandle(fh), f);
+                }
+                Err(e) => reply.error(err(e)),
+            }
+        });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |c| async move {
+            reply_empty(reply, c.fallocate(ino.0, mode, offset, length).await)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_round_trip() {
+        for ns in [0i64, 1, 1_700_000_000_123_456_789, -5_000_000_001] {
+            assert_eq!(ns_of(time_of(ns)), ns);
+        }
+    }
+}

@@ -1,0 +1,726 @@
+//! dfuse through a real mount: the real binary (foreground and daemonized,
+//! and through mount.fuse3 as fstab does) over a real system, exercised with
+//! ordinary syscalls.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::CString;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use testkit::{bin, bin_dir, wait_for, EngineSpec, System};
+
+fn dfuse_bin() -> PathBuf {
+    let p = bin_dir().join("dfuse");
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --workspace --bins",
+        p.display()
+    );
+    p
+}
+
+fn is_mounted(p: &Path) -> bool {
+    let p = p.to_string_lossy().into_owned();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(p.as_str()))
+}
+
+/// The pid of the dfuse serving `mnt` (found by its command line).
+fn dfuse_pid(mnt: &Path) -> Option<i32> {
+    let want = mnt.as_os_str().as_bytes();
+    for e in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        let is_dfuse = args
+            .first()
+            .is_some_and(|a| a.ends_with(b"dfuse") || a == b"dfuse");
+        if is_dfuse && args.contains(&want) {
+            let stat = fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if !stat.contains(") Z ") {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// A mount made by a test: unmounted and its daemon stopped on drop.
+struct Mounted {
+    path: PathBuf,
+    child: Option<Child>,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let pid = self
+            .child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .or_else(|| dfuse_pid(&self.path));
+        if is_mounted(&self.path) {
+            let _ = Command::new("fusermount3")
+                .args(["-u", "-z"])
+                .arg(&self.path)
+                .status();
+        }
+        if let Some(pid) = pid {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Env {
+    sys: System,
+    agent: PathBuf,
+}
+
+fn setup() -> Env {
+    let spec = EngineSpec {
+        targets: 2,
+        scm_mib: 256,
+        bdev_mib: 512,
+    };
+    let mut sys = System::new(&[spec]);
+    sys.format();
+    let agent = sys.start_agent();
+    sys.dmg_ok(&[
+        "pool",
+        "create",
+        "tank",
+        "--scm-size",
+        "96MiB",
+        "--nvme-size",
+        "400MiB",
+    ]);
+    let o = Command::new(bin("daos"))
+        .args([
+            "container",
+            "create",
+            "tank",
+            "fs",
+            "--type",
+            "POSIX",
+            "--chunk-size",
+            "64KiB",
+        ])
+        .env("DAOS_AGENT_DRPC_DIR", &agent)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    Env { sys, agent }
+}
+
+impl Env {
+    fn mountpoint(&self, name: &str) -> PathBuf {
+        let p = self.sys.path(name);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    fn dfuse(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(dfuse_bin());
+        c.args(args)
+            .env("DAOS_AGENT_DRPC_DIR", &self.agent)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// `dfuse` run to completion (daemonizing or failing).
+    fn dfuse_out(&self, args: &[&str]) -> Output {
+        self.dfuse(args).output().unwrap()
+    }
+}
+
+fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap()
+}
+
+/// Every operation through a foreground dfuse, then SIGTERM.
+fn exercise(mnt: &Path) {
+    // create/write/read/stat
+    let a = mnt.join("a.txt");
+    fs::write(&a, b"hello dfuse").unwrap();
+    assert_eq!(fs::read(&a).unwrap(), b"hello dfuse");
+    let md = fs::metadata(&a).unwrap();
+    assert_eq!(md.len(), 11);
+    assert!(md.is_file());
+    assert_eq!(
+        errno_of(OpenOptions::new().write(true).create_new(true).open(&a)),
+        libc::EEXIST
+    );
+
+    // mkdir/readdir across several dfs pages
+    let d = mnt.join("dir");
+    fs::create_dir(&d).unwrap();
+    for i in 0..300 {
+        fs::write(d.join(format!("f{i:03}")), format!("{i}")).unwrap();
+    }
+    let mut names: Vec<String> = fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 300);
+    assert_eq!(names[0], "f000");
+    assert_eq!(names[299], "f299");
+    assert_eq!(errno_of(fs::remove_dir(&d)), libc::ENOTEMPTY);
+
+    // rename: in place, across directories, over a file, NOREPLACE, EXCHANGE
+    fs::rename(&a, mnt.join("b.txt")).unwrap();
+    assert!(!a.exists());
+    fs::rename(mnt.join("b.txt"), d.join("b.txt")).unwrap();
+    assert_eq!(fs::read(d.join("b.txt")).unwrap(), b"hello dfuse");
+    fs::rename(d.join("b.txt"), d.join("f000")).unwrap();
+    assert_eq!(fs::read(d.join("f000")).unwrap(), b"hello dfuse");
+    let (p1, p2) = (cpath(&d.join("f001")), cpath(&d.join("f002")));
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            p1.as_ptr(),
+            libc::AT_FDCWD,
+            p2.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    assert_eq!(r, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            p1.as_ptr(),
+            libc::AT_FDCWD,
+            p2.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    assert_eq!(fs::read_to_string(d.join("f001")).unwrap(), "2");
+    assert_eq!(fs::read_to_string(d.join("f002")).unwrap(), "1");
+    // A renamed file keeps its attributes reachable (the table follows it).
+    fs::rename(d.join("f003"), mnt.join("moved")).unwrap();
+    fs::set_permissions(mnt.join("moved"), fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        fs::metadata(mnt.join("moved")).unwrap().mode() & 0o777,
+        0o600
+    );
+
+    // symlink
+    symlink("dir/f004", mnt.join("ln")).unwrap();
+    assert_eq!(
+        fs::read_link(mnt.join("ln")).unwrap(),
+        Path::new("dir/f004")
+    );
+    assert_eq!(fs::read_to_string(mnt.join("ln")).unwrap(), "4");
+
+    // hard link with nlink
+    let h = mnt.join("h1");
+    fs::write(&h, b"shared").unwrap();
+    fs::hard_link(&h, mnt.join("h2")).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(fs::metadata(&h).unwrap().nlink(), 2);
+    assert_eq!(
+        fs::metadata(&h).unwrap().ino(),
+        fs::metadata(mnt.join("h2")).unwrap().ino()
+    );
+    fs::write(mnt.join("h2"), b"changed").unwrap();
+    assert_eq!(fs::read(&h).unwrap(), b"changed");
+    fs::remove_file(&h).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(fs::metadata(mnt.join("h2")).unwrap().nlink(), 1);
+    assert_eq!(fs::read(mnt.join("h2")).unwrap(), b"changed");
+
+    // xattr
+    let x = cpath(&mnt.join("h2"));
+    let name = CString::new("user.color").unwrap();
+    let r = unsafe { libc::setxattr(x.as_ptr(), name.as_ptr(), b"blue".as_ptr().cast(), 4, 0) };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let mut buf = [0u8; 64];
+    let n = unsafe { libc::getxattr(x.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 64) };
+    assert_eq!(&buf[..n as usize], b"blue");
+    let n = unsafe { libc::listxattr(x.as_ptr(), buf.as_mut_ptr().cast(), 64) };
+    assert_eq!(&buf[..n as usize], b"user.color\0");
+    assert_eq!(unsafe { libc::removexattr(x.as_ptr(), name.as_ptr()) }, 0);
+    let n = unsafe { libc::getxattr(x.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), 64) };
+    assert_eq!(n, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENODATA)
+    );
+
+    // truncate down and up
+    let t = mnt.join("trunc");
+    fs::write(&t, vec![7u8; 100_000]).unwrap();
+    let f = OpenOptions::new().write(true).open(&t).unwrap();
+    f.set_len(10).unwrap();
+    f.set_len(20).unwrap();
+    drop(f);
+    let data = fs::read(&t).unwrap();
+    assert_eq!(data.len(), 20);
+    assert_eq!(&data[..10], &[7u8; 10]);
+    assert_eq!(&data[10..], &[0u8; 10]);
+
+    // unlink while open
+    let u = mnt.join("open-unlinked");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&u)
+        .unwrap();
+    f.write_all(b"still here").unwrap();
+    fs::remove_file(&u).unwrap();
+    assert!(!u.exists());
+    f.write_all(b", and more").unwrap();
+    f.seek(SeekFrom::Start(0)).unwrap();
+    let mut s = String::new();
+    f.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here, and more");
+    assert_eq!(f.metadata().unwrap().len(), 20);
+    drop(f);
+
+    // O_APPEND from two descriptors
+    let ap = mnt.join("append");
+    fs::write(&ap, b"").unwrap();
+    let mut f1 = OpenOptions::new().append(true).open(&ap).unwrap();
+    let mut f2 = OpenOptions::new().append(true).open(&ap).unwrap();
+    f1.write_all(b"one ").unwrap();
+    f2.write_all(b"two ").unwrap();
+    f1.write_all(b"three").unwrap();
+    drop((f1, f2));
+    assert_eq!(fs::read(&ap).unwrap(), b"one two three");
+
+    // sparse beyond 4 GiB
+    let sp = mnt.join("sparse");
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&sp)
+        .unwrap();
+    let far = 5u64 << 30;
+    f.seek(SeekFrom::Start(far)).unwrap();
+    f.write_all(b"end").unwrap();
+    f.sync_all().unwrap();
+    assert_eq!(f.metadata().unwrap().len(), far + 3);
+    let mut z = vec![1u8; 4096];
+    f.seek(SeekFrom::Start(1 << 30)).unwrap();
+    f.read_exact(&mut z).unwrap();
+    assert!(z.iter().all(|b| *b == 0));
+    let mut e = [0u8; 3];
+    f.seek(SeekFrom::Start(far)).unwrap();
+    f.read_exact(&mut e).unwrap();
+    assert_eq!(&e, b"end");
+    drop(f);
+
+    // fallocate punch hole keeps the size
+    let fa = mnt.join("falloc");
+    fs::write(&fa, vec![9u8; 8192]).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&fa).unwrap();
+    let r = unsafe {
+        libc::fallocate(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            0,
+            4096,
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    drop(f);
+    let data = fs::read(&fa).unwrap();
+    assert_eq!(data.len(), 8192);
+    assert!(data[..4096].iter().all(|b| *b == 0));
+    assert!(data[4096..].iter().all(|b| *b == 9));
+
+    // ENAMETOOLONG; any bytes but / and NUL work
+    let long = "x".repeat(256);
+    assert_eq!(
+        errno_of(fs::write(mnt.join(&long), b"")),
+        libc::ENAMETOOLONG
+    );
+    let ok = "y".repeat(255);
+    fs::write(mnt.join(&ok), b"").unwrap();
+    let odd = std::ffi::OsStr::from_bytes(b"odd \xff\x01 name");
+    fs::write(mnt.join(odd), b"o").unwrap();
+    assert_eq!(fs::read(mnt.join(odd)).unwrap(), b"o");
+
+    // mknod FIFO
+    let fifo = cpath(&mnt.join("fifo"));
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(mnt.join("fifo")).unwrap().file_type()
+    ));
+
+    // statfs
+    let st = nix::sys::statvfs::statvfs(mnt).unwrap();
+    assert!(st.blocks() > 0);
+    assert!(st.blocks_free() <= st.blocks());
+    assert_eq!(st.name_max(), 255);
+
+    // mmap MAP_SHARED writes reach the file
+    let mm = mnt.join("mmap");
+    fs::write(&mm, vec![b'a'; 8192]).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&mm).unwrap();
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "{}", std::io::Error::last_os_error());
+        std::ptr::copy_nonoverlapping(b"mapped".as_ptr(), p.cast::<u8>().add(4096), 6);
+        assert_eq!(libc::msync(p, 8192, libc::MS_SYNC), 0);
+        libc::munmap(p, 8192);
+    }
+    drop(f);
+    let data = fs::read(&mm).unwrap();
+    assert_eq!(&data[4096..4102], b"mapped");
+
+    // flock and fcntl locks between descriptors of one mount
+    let lk = mnt.join("lock");
+    fs::write(&lk, b"").unwrap();
+    let l1 = fs::File::open(&lk).unwrap();
+    let l2 = fs::File::open(&lk).unwrap();
+    let fd1 = std::os::fd::AsRawFd::as_raw_fd(&l1);
+    let fd2 = std::os::fd::AsRawFd::as_raw_fd(&l2);
+    assert_eq!(
+        unsafe { libc::flock(fd1, libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    assert_eq!(
+        unsafe { libc::flock(fd2, libc::LOCK_EX | libc::LOCK_NB) },
+        -1
+    );
+    assert_eq!(unsafe { libc::flock(fd1, libc::LOCK_UN) }, 0);
+    assert_eq!(
+        unsafe { libc::flock(fd2, libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    drop((l1, l2));
+
+    // real tools: cp -a a source tree in, compare
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(mnt.join("src-copy"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let st = Command::new("diff")
+        .arg("-r")
+        .arg(&src)
+        .arg(mnt.join("src-copy"))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let o = Command::new("ls")
+        .arg("-la")
+        .arg(mnt.join("src-copy"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("fs.rs"));
+
+    // Throughput, for the record (not asserted): 64 MiB through the page cache.
+    let big = mnt.join("big");
+    let chunk = vec![0x5au8; 1 << 20];
+    let t0 = std::time::Instant::now();
+    let mut f = fs::File::create(&big).unwrap();
+    for _ in 0..64 {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let wt = t0.elapsed();
+    let t0 = std::time::Instant::now();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&big)
+        .unwrap();
+    let mut n = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = f.read(&mut buf).unwrap_or(0);
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    assert_eq!(n, 64 << 20);
+    eprintln!(
+        "dfuse: 64 MiB written in {wt:?}, read back (O_DIRECT) in {:?}",
+        t0.elapsed()
+    );
+
+    // rmdir
+    fs::create_dir(mnt.join("empty")).unwrap();
+    fs::remove_dir(mnt.join("empty")).unwrap();
+    assert!(!mnt.join("empty").exists());
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn dfuse_mounts() {
+    let env = setup();
+    let dfuse = dfuse_bin();
+
+    // Bad input: one clear line, non-zero exit, nothing mounted.
+    let m = env.mountpoint("bad");
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "nopool", "fs"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.starts_with("dfuse: ") && err.contains("nopool"),
+        "{err}"
+    );
+    assert!(!is_mounted(&m));
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "nocont"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nocont"));
+    assert!(!is_mounted(&m));
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs", "-o", "frobnicate"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("frobnicate"));
+    fs::write(m.join("junk"), b"").unwrap();
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not empty"));
+    assert!(!is_mounted(&m));
+    fs::remove_file(m.join("junk")).unwrap();
+    let o = Command::new(&dfuse)
+        .args([m.to_str().unwrap(), "tank", "fs"])
+        .env("DAOS_AGENT_DRPC_DIR", env.sys.path("no-agent-here"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("daos_agent"),
+        "{o:?}"
+    );
+    assert!(!is_mounted(&m));
+    let v = env.dfuse_out(&["--version"]);
+    assert!(v.status.success());
+
+    // Foreground: every operation, then SIGTERM unmounts and exits 0.
+    let mnt = env.mountpoint("fg");
+    let log = fs::File::create(env.sys.path("dfuse-fg.log")).unwrap();
+    let child = env
+        .dfuse(&["-f", mnt.to_str().unwrap(), "tank", "fs"])
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut fg = Mounted {
+        path: mnt.clone(),
+        child: Some(child),
+    };
+    wait_for("foreground mount", Duration::from_secs(30), || {
+        is_mounted(&mnt)
+    });
+    exercise(&mnt);
+    fs::write(mnt.join("last-words"), vec![b'z'; 300_000]).unwrap();
+    let pid = fg.child.as_ref().unwrap().id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let st = fg.child.as_mut().unwrap().wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert!(!is_mounted(&mnt));
+    fg.child = None;
+    drop(fg);
+    let log = fs::read_to_string(env.sys.path("dfuse-fg.log")).unwrap();
+    assert!(log.contains("mounted"), "{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+    assert!(!log.contains(" WARN "), "{log}");
+
+    // Daemonized (--pool/--cont): exits 0 once mounted; data survived; a
+    // second mount with caching off sees the same files; fusermount3 -u
+    // ends the daemon.
+    let mnt = env.mountpoint("bg");
+    let o = env.dfuse_out(&[mnt.to_str().unwrap(), "--pool", "tank", "--cont", "fs"]);
+    assert!(o.status.success(), "{o:?}");
+    let bg = Mounted {
+        path: mnt.clone(),
+        child: None,
+    };
+    assert!(is_mounted(&mnt));
+    assert_eq!(fs::read(mnt.join("dir/f000")).unwrap(), b"hello dfuse");
+    assert_eq!(
+        fs::read(mnt.join("last-words")).unwrap(),
+        vec![b'z'; 300_000]
+    );
+    let nc = env.mountpoint("nocache");
+    let o = env.dfuse_out(&[
+        nc.to_str().unwrap(),
+        "tank",
+        "fs",
+        "--disable-caching",
+        "--multi-user",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let nc_m = Mounted {
+        path: nc.clone(),
+        child: None,
+    };
+    fs::write(mnt.join("from-bg"), b"v1").unwrap();
+    assert_eq!(fs::read(nc.join("from-bg")).unwrap(), b"v1");
+    fs::write(nc.join("from-nc"), b"direct").unwrap();
+    assert_eq!(fs::read(nc.join("from-nc")).unwrap(), b"direct");
+    // Without the write-back cache dfuse places O_APPEND writes itself, at
+    // the stored size.
+    let ap = nc.join("nc-append");
+    fs::write(&ap, b"").unwrap();
+    let mut f1 = OpenOptions::new().append(true).open(&ap).unwrap();
+    let mut f2 = OpenOptions::new().append(true).open(&ap).unwrap();
+    f1.write_all(b"one ").unwrap();
+    f2.write_all(b"two ").unwrap();
+    drop(f2);
+    f1.write_all(b"three").unwrap();
+    drop(f1);
+    assert_eq!(fs::read(&ap).unwrap(), b"one two three");
+    // --multi-user: another user creates files as itself; mode bits hold.
+    fs::set_permissions(env.sys.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::create_dir(nc.join("pub")).unwrap();
+    fs::set_permissions(nc.join("pub"), fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |path: &Path| {
+        use std::os::unix::process::CommandExt;
+        Command::new("touch")
+            .arg(path)
+            .uid(65534)
+            .gid(65534)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(as_nobody(&nc.join("pub/mine")).success());
+    let md = fs::metadata(nc.join("pub/mine")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (65534, 65534));
+    assert!(!as_nobody(&nc.join("not-mine")).success());
+    assert!(!nc.join("not-mine").exists());
+
+    let pid = dfuse_pid(&mnt).expect("daemon pid");
+    let st = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_for("daemon exit", Duration::from_secs(10), || {
+        dfuse_pid(&mnt) != Some(pid)
+    });
+    assert!(!is_mounted(&mnt));
+    drop(bg);
+    drop(nc_m);
+
+    // fstab: mount(8) runs `mount.fuse3 dfuse MNT -o OPTS` for the line
+    // `dfuse MNT fuse3 defaults,_netdev,nofail,pool=tank,container=fs 0 0`;
+    // mount.fuse3 finds `dfuse` on PATH and runs it with -o. (mount(8)
+    // itself clears the environment, so the test calls the helper directly
+    // to keep its private agent directory.)
+    let pathdir = env.mountpoint("path");
+    std::os::unix::fs::symlink(&dfuse, pathdir.join("dfuse")).unwrap();
+    let path = format!(
+        "{}:{}",
+        pathdir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mnt = env.mountpoint("fstab");
+    let o = Command::new("mount.fuse3")
+        .arg("dfuse")
+        .arg(&mnt)
+        .args(["-o", "rw,_netdev,nofail,pool=tank,container=fs"])
+        .env("PATH", &path)
+        .env("DAOS_AGENT_DRPC_DIR", &env.agent)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let fstab_m = Mounted {
+        path: mnt.clone(),
+        child: None,
+    };
+    assert!(o.status.success(), "{o:?}");
+    assert!(is_mounted(&mnt));
+    assert_eq!(fs::read(mnt.join("from-nc")).unwrap(), b"direct");
+    let pid = dfuse_pid(&mnt).expect("daemon pid");
+    let st = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(st.success());
+    wait_for("daemon exit", Duration::from_secs(10), || {
+        dfuse_pid(&mnt) != Some(pid)
+    });
+    drop(fstab_m);
+
+    // /dev/fd/N: a /dev/fuse descriptor a privileged helper opened and
+    // mounted is served as is; unmounting ends the daemon.
+    let mnt = env.mountpoint("byfd");
+    let dev = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
+    nix::mount::mount(
+        Some("dfuse"),
+        &mnt,
+        Some("fuse.daos"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+        Some(format!("fd={fd},rootmode=40000,user_id=0,group_id=0,default_permissions").as_str()),
+    )
+    .unwrap();
+    // The child inherits the descriptor (std opens it close-on-exec).
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    let child = env
+        .dfuse(&["-f", &format!("/dev/fd/{fd}"), "tank", "fs"])
+        .spawn()
+        .unwrap();
+    drop(dev);
+    let mut byfd = Mounted {
+        path: mnt.clone(),
+        child: Some(child),
+    };
+    assert_eq!(fs::read(mnt.join("from-nc")).unwrap(), b"direct");
+    let st = Command::new("umount").arg(&mnt).status().unwrap();
+    assert!(st.success());
+    let st = byfd.child.as_mut().unwrap().wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    byfd.child = None;
+    drop(byfd);
+}
