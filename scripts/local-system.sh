@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings up a single-node DAOS system on this machine: builds the binaries,
 # writes configs with file-backed storage under DATA_DIR, starts daos_server
-# (which starts two daos_engine ranks) and daos_agent, formats, and creates
-# pool "tank" over both ranks.
+# (which starts two daos_engine ranks) and daos_agent, formats, creates pool
+# "tank" over both ranks and POSIX container "posix" in it, and mounts that
+# container with dfuse on DAOS_MOUNT (/mnt/daos).
 #
 #   scripts/local-system.sh [DATA_DIR]        start (default DATA_DIR: /var/lib/daos-local)
 #   scripts/local-system.sh stop [DATA_DIR]   stop everything it started (data is kept)
@@ -14,7 +15,7 @@
 #
 # Environment: DAOS_PORT (10001), DAOS_ENGINES (2), DAOS_TARGETS (2 per engine),
 # DAOS_SCM_GIB (2 per engine), DAOS_BDEV_GIB (16 per engine, sparse),
-# DAOS_POOL_SIZE (8GiB), DAOS_PROFILE (release or debug).
+# DAOS_POOL_SIZE (8GiB), DAOS_MOUNT (/mnt/daos), DAOS_PROFILE (release or debug).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -39,7 +40,14 @@ stop_pid() { # pidfile name
     rm -f "$1"
 }
 
+mnt=${DAOS_MOUNT:-/mnt/daos}
+[ -f "$data/dfuse.mnt" ] && mnt=$(cat "$data/dfuse.mnt")
+
 if [ "$cmd" = stop ] || [ "$cmd" = wipe ]; then
+    if mountpoint -q "$mnt" 2>/dev/null; then
+        # dfuse exits once its mount is gone.
+        fusermount3 -u "$mnt" && echo "unmounted $mnt"
+    fi
     stop_pid "$data/daos_agent.pid" daos_agent
     stop_pid "$data/daos_server.pid" "daos_server and its engines"
     if [ "$cmd" = wipe ]; then
@@ -53,9 +61,9 @@ fi
 
 [ "$(id -u)" -eq 0 ] || die "run as root: the SCM tier is a tmpfs that daos_server mounts"
 command -v cargo >/dev/null || die "cargo not found: install Rust with rustup first"
-if ! command -v gcc >/dev/null || ! command -v mountpoint >/dev/null; then
+if ! command -v gcc >/dev/null || ! command -v mountpoint >/dev/null || ! command -v fusermount3 >/dev/null; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc util-linux
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc util-linux fuse3
 fi
 
 echo "==> building ($profile)"
@@ -151,17 +159,34 @@ else
     echo "==> creating pool tank"
     "${dmg[@]}" pool create tank --size "${DAOS_POOL_SIZE:-8GiB}"
 fi
+export DAOS_AGENT_DRPC_DIR=$data/agent
+if "$bin/daos" container query tank posix >/dev/null 2>&1; then
+    echo "==> container posix exists"
+else
+    echo "==> creating POSIX container posix"
+    "$bin/daos" container create tank posix --type POSIX
+fi
+if mountpoint -q "$mnt"; then
+    echo "==> $mnt is already mounted"
+else
+    echo "==> mounting it on $mnt"
+    mkdir -p "$mnt"
+    D_LOG_FILE=$data/dfuse.log "$bin/dfuse" "$mnt" tank posix
+    echo "$mnt" > "$data/dfuse.mnt"
+fi
 "${dmg[@]}" system query -v
 "${dmg[@]}" pool list
+df -h "$mnt"
 
 cat <<TXT
 
-The local DAOS system is up (data in $data).
+The local DAOS system is up (data in $data), container posix mounted on $mnt.
 Next:
   export PATH=$bin:\$PATH DAOS_AGENT_DRPC_DIR=$data/agent
+  cp -a /etc $mnt/ && ls -l $mnt
   dmg -o $data/daos_control.yml pool query tank
-  daos container create tank c1 --type POSIX
+  daos container create tank c1 --type POSIX && dfuse /mnt/c1 tank c1
   daos pool query tank
-Logs: $data/daos_server.log, $data/daos_engine.N.log, $data/daos_agent.log
+Logs: $data/daos_server.log, $data/daos_engine.N.log, $data/daos_agent.log, $data/dfuse.log
 Stop: $repo/scripts/local-system.sh stop $data   (wipe: stop and delete everything)
 TXT
