@@ -724,3 +724,90 @@ fn dfuse_mounts() {
     byfd.child = None;
     drop(byfd);
 }
+
+/// The largest real source tarball at hand: a crate from cargo's download
+/// cache (every build of this workspace fills it).
+fn source_tarball() -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cargo"));
+    let mut best: Option<(u64, PathBuf)> = None;
+    for reg in fs::read_dir(home.join("registry/cache")).unwrap().flatten() {
+        for f in fs::read_dir(reg.path()).unwrap().flatten() {
+            let len = f.metadata().unwrap().len();
+            if f.path().extension().is_some_and(|e| e == "crate")
+                && best.as_ref().is_none_or(|(l, _)| len > *l)
+            {
+                best = Some((len, f.path()));
+            }
+        }
+    }
+    best.expect("a .crate in cargo's registry cache").1
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let o = Command::new("sh")
+        .arg("-ec")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{script}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// What people do on a mount: unpack a real source tarball (checked against
+/// the same tarball unpacked on local disk), build with make, commit with
+/// git, and run a database.
+#[test]
+fn real_world_tools_work() {
+    let env = setup();
+    let m = env.mountpoint("rw");
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs"]);
+    assert!(o.status.success(), "{o:?}");
+    let _mounted = Mounted {
+        path: m.clone(),
+        child: None,
+    };
+    let tarball = source_tarball();
+    let local = env.sys.path("local-copy");
+    fs::create_dir_all(&local).unwrap();
+    let unpack = format!("tar xzf {}", tarball.display());
+    sh(&local, &unpack);
+    sh(&m, &unpack);
+    let sums = "find . -type f -print0 | sort -z | xargs -0 sha256sum";
+    assert_eq!(
+        sh(&m, sums),
+        sh(&local, sums),
+        "the tree unpacked on dfuse differs"
+    );
+    sh(&m, &format!("diff -r . {}", local.display()));
+
+    fs::create_dir_all(m.join("proj")).unwrap();
+    let proj = m.join("proj");
+    fs::write(proj.join("Makefile"), "all: hello\nhello: main.o util.o\n\tcc -o hello main.o util.o\n%.o: %.c\n\tcc -c -o $@ $<\n").unwrap();
+    fs::write(proj.join("util.c"), "int twice(int x) { return 2 * x; }\n").unwrap();
+    fs::write(proj.join("main.c"), "#include <stdio.h>\nint twice(int);\nint main(void) { printf(\"%d\\n\", twice(21)); return 0; }\n").unwrap();
+    sh(&proj, "make -s");
+    assert_eq!(sh(&proj, "./hello").trim(), "42");
+    sh(&proj, "git init -q && git add -A && git -c user.name=t -c user.email=t@t commit -qm first && git status --porcelain && git log --oneline | wc -l");
+    assert_eq!(sh(&proj, "git log --oneline | wc -l").trim(), "1");
+    assert_eq!(sh(&proj, "git fsck --no-progress 2>&1 | wc -l").trim(), "0");
+
+    let db = m.join("db.sqlite");
+    let q = "create table t(a integer primary key, b text); \
+             with recursive c(x) as (select 1 union all select x+1 from c limit 5000) insert into t select x, hex(randomblob(32)) from c; \
+             select count(*), sum(a) from t; pragma integrity_check;";
+    let out = Command::new("sqlite3").arg(&db).arg(q).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "5000|12502500\nok"
+    );
+}
