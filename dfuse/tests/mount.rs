@@ -811,3 +811,56 @@ fn real_world_tools_work() {
         "5000|12502500\nok"
     );
 }
+
+/// fsync, then `kill -9` of dfuse and of every engine: after the engines are
+/// restarted and the container mounted again, the data is there; the dead
+/// mount is cleared with `fusermount3 -u`.
+#[test]
+fn fsynced_data_survives_kill9_of_everything() {
+    let env = setup();
+    let m = env.mountpoint("crash");
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs"]);
+    assert!(o.status.success(), "{o:?}");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    {
+        let mut f = fs::File::create(m.join("precious")).unwrap();
+        f.write_all(&data).unwrap();
+        f.sync_all().unwrap();
+    }
+    fs::create_dir(m.join("dir")).unwrap();
+    fs::File::open(&m).unwrap().sync_all().unwrap();
+    let dpid = dfuse_pid(&m).expect("dfuse running");
+    let kill = |pid: i32| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap()
+    };
+    kill(dpid);
+    let epid = env.sys.engine_pid(0).expect("engine running");
+    kill(epid);
+    wait_for("engine to die", Duration::from_secs(10), || {
+        env.sys.engine_pid(0).is_none()
+    });
+    let st = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(&m)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(!is_mounted(&m));
+    wait_for("engine to restart", Duration::from_secs(60), || {
+        env.sys.dmg(&["system", "start"]);
+        env.sys.engine_pid(0).is_some_and(|p| p != epid)
+    });
+    env.sys.wait_joined(1);
+    let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs"]);
+    assert!(o.status.success(), "{o:?}");
+    let _mounted = Mounted {
+        path: m.clone(),
+        child: None,
+    };
+    assert_eq!(fs::read(m.join("precious")).unwrap(), data);
+    assert!(m.join("dir").is_dir());
+}
