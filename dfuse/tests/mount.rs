@@ -863,4 +863,22 @@ fn fsynced_data_survives_kill9_of_everything() {
     };
     assert_eq!(fs::read(m.join("precious")).unwrap(), data);
     assert!(m.join("dir").is_dir());
+
+    // An engine restarting under a live mount: operations wait for it and
+    // then succeed; the mount survives.
+    let epid = env.sys.engine_pid(0).expect("engine running");
+    kill(epid);
+    wait_for("engine to die", Duration::from_secs(10), || {
+        env.sys.engine_pid(0).is_none()
+    });
+    let path = m.join("written-while-down");
+    let writer = std::thread::spawn(move || fs::write(&path, b"waited"));
+    std::thread::sleep(Duration::from_secs(1));
+    wait_for("engine to restart", Duration::from_secs(60), || {
+        env.sys.dmg(&["system", "start"]);
+        env.sys.engine_pid(0).is_some_and(|p| p != epid)
+    });
+    writer.join().unwrap().unwrap();
+    assert_eq!(fs::read(m.join("written-while-down")).unwrap(), b"waited");
+    assert_eq!(fs::read(m.join("precious")).unwrap(), data);
 }
