@@ -774,9 +774,10 @@ impl Dfs {
         Ok(names.is_empty())
     }
 
-    /// Removes a non-directory entry. Returns the object the caller must free
-    /// once nobody has the file open (`None` when other links remain).
-    pub async fn unlink(&self, dir: &Obj, name: &[u8]) -> Result<Option<ObjectId>> {
+    /// Removes a non-directory entry. Returns the file's object and whether
+    /// that was its last name (then the caller frees the object once nobody
+    /// has the file open).
+    pub async fn unlink(&self, dir: &Obj, name: &[u8]) -> Result<(ObjectId, bool)> {
         let o = self.lookup(dir, name).await?;
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EISDIR));
@@ -802,10 +803,10 @@ impl Dfs {
                 );
             }
             tx.commit().await?;
-            return Ok((r.nlink == 0).then_some(o.oid));
+            return Ok((o.oid, r.nlink == 0));
         }
         d.punch_dkey(name, cond::DKEY_PUNCH).await?;
-        Ok(Some(o.oid))
+        Ok((o.oid, true))
     }
 
     /// Removes an empty directory.

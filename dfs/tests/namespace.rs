@@ -394,13 +394,13 @@ async fn posix_namespace() {
         fs.link(&d, &root, b"dirlink").await.unwrap_err(),
         e(libc::EPERM)
     );
-    assert_eq!(fs.unlink(&root, b"h1").await.unwrap(), None);
-    assert_eq!(fs.unlink(&d, b"h2").await.unwrap(), None);
+    assert_eq!(fs.unlink(&root, b"h1").await.unwrap(), (h.oid, false));
+    assert_eq!(fs.unlink(&d, b"h2").await.unwrap(), (h.oid, false));
     let h3 = fs.lookup(&root, b"h3").await.unwrap();
     assert_eq!(fs.getattr(&h3).await.unwrap().nlink, 1);
     assert_eq!(&fs.read(&h3, 0, 6).await.unwrap()[..], b"shared");
     let freed = fs.unlink(&root, b"h3").await.unwrap();
-    assert_eq!(freed, Some(h.oid), "the last name gone: free the object");
+    assert_eq!(freed, (h.oid, true), "the last name gone: free the object");
     fs.free(h.oid).await.unwrap();
 
     // extended attributes

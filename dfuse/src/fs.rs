@@ -7,7 +7,9 @@
 //! request never holds up the others.
 //!
 //! Invariants: the inode table and handle maps are behind `std` mutexes held
-//! only between awaits; data is durable in the engines when a write returns
+//! only between awaits; the daemon's attribute cache (moka, for the
+//! attribute timeout) never outlives a change made through this mount: every
+//! operation that changes an inode drops or replaces its entry; data is durable in the engines when a write returns
 //! (so `fsync` and `flush` have nothing left to do); an object unlinked while
 //! open is freed at its last release (see [`crate::inode`]).
 
@@ -38,6 +40,8 @@ pub const MAX_WRITE: u32 = 1 << 20;
 const DIR_PAGE: u32 = 128;
 /// The statfs block size.
 const BSIZE: u64 = 4096;
+/// Inodes whose attributes the daemon keeps at most.
+const ATTR_CACHE_ENTRIES: u64 = 100_000;
 
 /// One directory entry as readdir serves it.
 #[derive(Debug, Clone)]
@@ -86,6 +90,8 @@ pub struct Core {
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     pub caching: Caching,
+    /// Attributes by inode, for the attribute timeout (empty when caching is off).
+    attrs: moka::sync::Cache<u64, Attr>,
     /// Serializes appends done here (without write-back) so two do not land
     /// at the same size.
     append_lock: tokio::sync::Mutex<()>,
@@ -179,6 +185,14 @@ impl Core {
             inodes: Mutex::new(InodeTable::new(root)),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            attrs: moka::sync::Cache::builder()
+                .max_capacity(if caching.attr.is_zero() {
+                    0
+                } else {
+                    ATTR_CACHE_ENTRIES
+                })
+                .time_to_live(caching.attr.max(Duration::from_millis(1)))
+                .build(),
             caching,
             append_lock: tokio::sync::Mutex::new(()),
         })
@@ -220,6 +234,16 @@ impl Core {
         }
     }
 
+    fn cached(&self, a: &Attr) {
+        if !self.caching.attr.is_zero() {
+            self.attrs.insert(a.ino, a.clone());
+        }
+    }
+
+    fn changed(&self, ino: u64) {
+        self.attrs.invalidate(&ino);
+    }
+
     /// The number of inodes the table holds (the root included).
     pub fn inode_count(&self) -> usize {
         lock(&self.inodes).len()
@@ -230,6 +254,7 @@ impl Core {
         let o = self.dfs.lookup(&dir, name).await?;
         let a = self.dfs.entry_attr(&o).await?;
         lock(&self.inodes).remember(o);
+        self.cached(&a);
         Ok(a)
     }
 
@@ -248,17 +273,25 @@ impl Core {
             a.nlink = 0;
             return Ok(a);
         }
-        self.dfs.getattr(&o).await
+        if let Some(a) = self.attrs.get(&ino) {
+            return Ok(a);
+        }
+        let a = self.dfs.getattr(&o).await?;
+        self.cached(&a);
+        Ok(a)
     }
 
     pub async fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr, Errno> {
+        self.changed(ino);
         let (o, orphan) = {
             let t = lock(&self.inodes);
             let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
             (e.obj.clone(), e.orphan)
         };
         if !orphan {
-            return self.dfs.setattr(&o, s).await;
+            let a = self.dfs.setattr(&o, s).await?;
+            self.cached(&a);
+            return Ok(a);
         }
         // No entry holds an orphan's record: change the size on the object
         // and the rest in the copy we hold.
@@ -309,6 +342,7 @@ impl Core {
             .await?;
         let a = attr_of_new(&o, self.blksize());
         lock(&self.inodes).remember(o);
+        self.cached(&a);
         Ok(a)
     }
 
@@ -319,7 +353,10 @@ impl Core {
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
-        if let Some(oid) = self.dfs.unlink(&dir, name).await? {
+        let (oid, last) = self.dfs.unlink(&dir, name).await?;
+        // Other names of a hard-linked file see its link count drop.
+        self.changed(ino_of(oid));
+        if last {
             self.gone(oid).await;
         }
         Ok(())
@@ -329,6 +366,7 @@ impl Core {
         let dir = self.dir(parent)?;
         let o = self.dfs.lookup(&dir, name).await?;
         self.dfs.rmdir(&dir, name).await?;
+        self.changed(ino_of(o.oid));
         let mut t = lock(&self.inodes);
         if let Some(e) = t.get_mut(ino_of(o.oid)) {
             e.orphan = true;
@@ -348,14 +386,17 @@ impl Core {
         let ddir = self.dir(newparent)?;
         let victim = self.dfs.rename(&sdir, name, &ddir, newname, flags).await?;
         if let Some(oid) = victim {
+            self.changed(ino_of(oid));
             self.gone(oid).await;
         }
         // Keep the table's (parent, name) current: a non-shared record lives
         // in the entry.
         let moved = self.dfs.lookup(&ddir, newname).await?;
+        self.changed(ino_of(moved.oid));
         lock(&self.inodes).moved(moved);
         if flags & dfs::rename_flags::EXCHANGE != 0 {
             let back = self.dfs.lookup(&sdir, name).await?;
+            self.changed(ino_of(back.oid));
             lock(&self.inodes).moved(back);
         }
         Ok(())
@@ -367,6 +408,7 @@ impl Core {
         let n = self.dfs.link(&o, &dir, newname).await?;
         let a = self.dfs.getattr(&n).await?;
         lock(&self.inodes).remember(n);
+        self.cached(&a);
         Ok(a)
     }
 
@@ -429,6 +471,7 @@ impl Core {
             Ok(o) => {
                 let a = attr_of_new(&o, self.blksize());
                 lock(&self.inodes).remember(o);
+                self.cached(&a);
                 a
             }
             Err(Errno(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
@@ -457,6 +500,7 @@ impl Core {
             Some(Handle::File { append: true, .. })
         );
         let n = u32::try_from(data.len()).map_err(|_| Errno(libc::EINVAL))?;
+        self.changed(ino);
         if append {
             let _g = self.append_lock.lock().await;
             let size = self.dfs.size(&o).await?;
@@ -624,6 +668,7 @@ impl Core {
 
     pub async fn fallocate(&self, ino: u64, mode: i32, off: u64, len: u64) -> Result<(), Errno> {
         let o = self.obj(ino)?;
+        self.changed(ino);
         self.dfs.fallocate(&o, mode, off, len).await
     }
 }
