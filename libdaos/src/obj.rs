@@ -816,6 +816,11 @@ impl Array {
             };
             self.obj.update(&chunk_dkey(c), &[iod], cond::NONE).await?;
         }
+        // The size is where the last record is: if the new last byte is in a
+        // hole, write it (as zero) so the size reads back as set.
+        if size > 0 && self.size().await? < size {
+            self.write(size - 1, Bytes::from_static(&[0])).await?;
+        }
         Ok(())
     }
 }
