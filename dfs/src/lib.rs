@@ -4,6 +4,9 @@
 //! names holding inode records ([`layout::Inode`]), files as byte arrays split
 //! into chunks, symlink targets inside the record.
 //!
+//! Extended attributes live in the inode's own object (dkey [`XATTR_DKEY`]),
+//! so they follow it through renames and links.
+//!
 //! Hard links (which DAOS's dfs lacks): a file's record normally lives in its
 //! one directory entry. The first `link` moves the authoritative record into
 //! the file's own object (dkey [`INODE_DKEY`]) and turns every entry into a
@@ -76,7 +79,8 @@ pub type Result<T> = std::result::Result<T, Errno>;
 pub const INODE_AKEY: &[u8] = b"DFS_INODE";
 /// The dkey holding a hard-linked file's authoritative record in its own object.
 pub const INODE_DKEY: &[u8] = b"\0inode";
-/// Extended attributes are akeys `x:NAME` beside the inode record.
+/// Extended attributes are akeys `x:NAME` under this dkey of the inode's own object.
+pub const XATTR_DKEY: &[u8] = b"\0xattr";
 const XATTR_PREFIX: &[u8] = b"x:";
 const SB_DKEY: &[u8] = b"DFS_SB_METADATA";
 const ROOT_DKEY: &[u8] = b"/";
@@ -430,6 +434,12 @@ impl Dfs {
         }
     }
 
+    /// Where the extended attributes of `o` live: its own object, so they
+    /// follow the inode through renames and links and go when it is freed.
+    fn xattr_loc(&self, o: &Obj) -> Result<(Object, Vec<u8>)> {
+        Ok((self.object(o.oid)?, XATTR_DKEY.to_vec()))
+    }
+
     /// The current record of `o`.
     async fn record(&self, o: &Obj) -> Result<Inode> {
         let (obj, dkey) = self.record_loc(o)?;
@@ -748,13 +758,17 @@ impl Dfs {
         let d = self.object(dir.oid)?;
         let (names, next) = d.list_dkeys_page(anchor, max.max(1)).await?;
         let mut out = Vec::with_capacity(names.len());
-        let fetches = names.into_iter().map(|n| {
-            let d = d.clone();
-            async move {
-                let r = self.fetch_inode(&d, &n).await;
-                (n, r)
-            }
-        });
+        // dkeys starting with NUL are the directory's own (xattrs), not entries.
+        let fetches = names
+            .into_iter()
+            .filter(|n| n.first() != Some(&0))
+            .map(|n| {
+                let d = d.clone();
+                async move {
+                    let r = self.fetch_inode(&d, &n).await;
+                    (n, r)
+                }
+            });
         for (name, r) in futures::future::join_all(fetches).await {
             // An entry removed since the listing is skipped.
             if let Some(inode) = r? {
@@ -770,8 +784,18 @@ impl Dfs {
     }
 
     async fn is_empty_dir(&self, oid: ObjectId) -> Result<bool> {
-        let (names, _) = self.object(oid)?.list_dkeys_page(None, 1).await?;
-        Ok(names.is_empty())
+        let o = self.object(oid)?;
+        let mut anchor = None;
+        loop {
+            let (names, next) = o.list_dkeys_page(anchor, 8).await?;
+            if names.iter().any(|n| n.first() != Some(&0)) {
+                return Ok(false);
+            }
+            match next {
+                Some(a) => anchor = Some(a),
+                None => return Ok(true),
+            }
+        }
     }
 
     /// Removes a non-directory entry. Returns the file's object and whether
@@ -1007,7 +1031,7 @@ impl Dfs {
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno(libc::E2BIG));
         }
-        let (obj, dkey) = self.record_loc(o)?;
+        let (obj, dkey) = self.xattr_loc(o)?;
         let c = match flags {
             0 => cond::NONE,
             1 => cond::AKEY_INSERT,
@@ -1024,7 +1048,7 @@ impl Dfs {
 
     pub async fn getxattr(&self, o: &Obj, name: &[u8]) -> Result<Vec<u8>> {
         let akey = Self::xattr_akey(name)?;
-        let (obj, dkey) = self.record_loc(o)?;
+        let (obj, dkey) = self.xattr_loc(o)?;
         let f = obj
             .fetch(
                 &dkey,
@@ -1040,7 +1064,7 @@ impl Dfs {
     }
 
     pub async fn listxattr(&self, o: &Obj) -> Result<Vec<Vec<u8>>> {
-        let (obj, dkey) = self.record_loc(o)?;
+        let (obj, dkey) = self.xattr_loc(o)?;
         Ok(obj
             .list_akeys(&dkey)
             .await?
@@ -1051,7 +1075,7 @@ impl Dfs {
 
     pub async fn removexattr(&self, o: &Obj, name: &[u8]) -> Result<()> {
         let akey = Self::xattr_akey(name)?;
-        let (obj, dkey) = self.record_loc(o)?;
+        let (obj, dkey) = self.xattr_loc(o)?;
         match obj.punch_akeys(&dkey, &[akey], cond::AKEY_PUNCH).await {
             Ok(()) => Ok(()),
             Err(e) if e.der() == Der::NONEXIST => Err(Errno(libc::ENODATA)),

@@ -234,6 +234,22 @@ impl Core {
         }
     }
 
+    /// The mode and group of a new entry in `parent`: in a set-group-ID
+    /// directory it takes the directory's group, and a new directory keeps
+    /// the set-group-ID bit (as local filesystems do).
+    async fn inherit(&self, parent: u64, mode: u32, gid: u32) -> Result<(u32, u32), Errno> {
+        let p = self.getattr(parent).await?;
+        if p.mode & libc::S_ISGID == 0 {
+            return Ok((mode, gid));
+        }
+        let mode = if mode & libc::S_IFMT == libc::S_IFDIR {
+            mode | libc::S_ISGID
+        } else {
+            mode
+        };
+        Ok((mode, p.gid))
+    }
+
     fn cached(&self, a: &Attr) {
         if !self.caching.attr.is_zero() {
             self.attrs.insert(a.ino, a.clone());
@@ -258,8 +274,15 @@ impl Core {
         Ok(a)
     }
 
-    pub fn forget(&self, ino: u64, n: u64) {
-        lock(&self.inodes).forget(ino, n);
+    /// The kernel dropped `n` lookups of `ino`; frees an unlinked file it
+    /// was the last reference to.
+    pub async fn forget(&self, ino: u64, n: u64) {
+        let free = lock(&self.inodes).forget(ino, n).free;
+        if let Some(oid) = free {
+            if let Err(e) = self.dfs.free(oid).await {
+                tracing::warn!(?oid, "freeing an unlinked object: {e}");
+            }
+        }
     }
 
     pub async fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
@@ -336,9 +359,10 @@ impl Core {
         special: Special<'_>,
     ) -> Result<Attr, Errno> {
         let dir = self.dir(parent)?;
+        let (mode, gid) = self.inherit(parent, mode, owner.gid).await?;
         let o = self
             .dfs
-            .create(&dir, name, mode, owner.uid, owner.gid, special)
+            .create(&dir, name, mode, owner.uid, gid, special)
             .await?;
         let a = attr_of_new(&o, self.blksize());
         lock(&self.inodes).remember(o);
@@ -463,9 +487,10 @@ impl Core {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Errno(libc::EINVAL));
         }
+        let (mode, gid) = self.inherit(parent, mode, owner.gid).await?;
         let a = match self
             .dfs
-            .create(&dir, name, mode, owner.uid, owner.gid, Special::None)
+            .create(&dir, name, mode, owner.uid, gid, Special::None)
             .await
         {
             Ok(o) => {
@@ -815,7 +840,7 @@ impl Filesystem for DfuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
+        self.spawn(move |c| async move { c.forget(ino.0, nlookup).await });
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

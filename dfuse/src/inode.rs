@@ -30,6 +30,14 @@ pub struct Entry {
     pub cache_stamp: Option<(i64, u64)>,
 }
 
+/// What a forget did: whether the entry went, and an object to free (the
+/// last reference to an unlinked file).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Forgot {
+    pub removed: bool,
+    pub free: Option<ObjectId>,
+}
+
 /// The table; callers hold it behind a mutex, never across an `.await`.
 #[derive(Debug)]
 pub struct InodeTable {
@@ -124,19 +132,23 @@ impl InodeTable {
     }
 
     /// The kernel dropped `n` lookups. Returns true if the entry went away.
-    pub fn forget(&mut self, ino: u64, n: u64) -> bool {
+    pub fn forget(&mut self, ino: u64, n: u64) -> Forgot {
         if ino == ROOT_INO {
-            return false;
+            return Forgot::default();
         }
         let Some(e) = self.map.get_mut(&ino) else {
-            return false;
+            return Forgot::default();
         };
         e.lookups = e.lookups.saturating_sub(n);
         if e.lookups == 0 && e.open == 0 {
+            let free = e.free_on_close.then_some(e.obj.oid);
             self.map.remove(&ino);
-            return true;
+            return Forgot {
+                removed: true,
+                free,
+            };
         }
-        false
+        Forgot::default()
     }
 
     /// One more open handle on `ino`.
@@ -147,24 +159,22 @@ impl InodeTable {
     }
 
     /// A handle on `ino` closed. Returns the object to free if that was the
-    /// last handle of an unlinked file.
+    /// last reference (handle or kernel lookup) of an unlinked file.
     pub fn released(&mut self, ino: u64) -> Option<ObjectId> {
         let e = self.map.get_mut(&ino)?;
         e.open = e.open.saturating_sub(1);
-        if e.open > 0 {
+        if e.open > 0 || e.lookups > 0 {
             return None;
         }
         let free = e.free_on_close.then_some(e.obj.oid);
-        e.free_on_close = false;
-        if e.lookups == 0 {
-            self.map.remove(&ino);
-        }
+        self.map.remove(&ino);
         free
     }
 
     /// dfs says no name reaches `oid` any more. Returns it if it may be
-    /// freed now (nobody has it open); otherwise it is freed at the last
-    /// release.
+    /// freed now (no handle and no kernel lookup refers to it: an inode the
+    /// kernel still holds may yet be opened, as on a local filesystem);
+    /// otherwise it is freed at the last release or forget.
     pub fn unlinked(&mut self, oid: ObjectId) -> Option<ObjectId> {
         match self.map.get_mut(&ino_of(oid)) {
             Some(e) => {
@@ -172,7 +182,7 @@ impl InodeTable {
                 // The record's home is gone: attributes come from the copy we hold.
                 e.obj.inode.shared = false;
                 e.obj.inode.nlink = 0;
-                if e.open > 0 {
+                if e.open > 0 || e.lookups > 0 {
                     e.free_on_close = true;
                     None
                 } else {
@@ -207,13 +217,13 @@ mod tests {
         let mut t = InodeTable::new(obj(1));
         assert_eq!(t.remember(obj(10)), 10);
         assert_eq!(t.remember(obj(10)), 10);
-        assert!(!t.forget(10, 1));
-        assert!(t.forget(10, 5));
+        assert!(!t.forget(10, 1).removed);
+        assert!(t.forget(10, 5).removed);
         assert!(t.obj(10).is_err());
         // The root stays whatever the kernel says.
-        assert!(!t.forget(ROOT_INO, u64::MAX));
+        assert!(!t.forget(ROOT_INO, u64::MAX).removed);
         assert!(t.obj(ROOT_INO).is_ok());
-        assert!(!t.forget(99, 1));
+        assert!(!t.forget(99, 1).removed);
     }
 
     #[test]
@@ -223,14 +233,22 @@ mod tests {
         t.opened(20).unwrap();
         t.opened(20).unwrap();
         assert_eq!(t.unlinked(ObjectId::new(7, 20)), None);
-        assert!(!t.forget(20, 1));
+        assert!(!t.forget(20, 1).removed);
         assert!(t.get(20).unwrap().orphan);
         assert_eq!(t.released(20), None);
         assert_eq!(t.released(20), Some(ObjectId::new(7, 20)));
         assert!(t.get(20).is_none());
-        // Closed and unlinked: free at once.
+        // Closed but still known to the kernel: freed at its forget.
         t.remember(obj(21));
-        assert_eq!(t.unlinked(ObjectId::new(7, 21)), Some(ObjectId::new(7, 21)));
+        assert_eq!(t.unlinked(ObjectId::new(7, 21)), None);
+        assert_eq!(
+            t.forget(21, 1),
+            Forgot {
+                removed: true,
+                free: Some(ObjectId::new(7, 21))
+            }
+        );
+        // Unknown to the kernel and closed: free at once.
         assert_eq!(t.unlinked(ObjectId::new(7, 22)), Some(ObjectId::new(7, 22)));
     }
 
