@@ -171,7 +171,8 @@ if mountpoint -q "$mnt"; then
 else
     echo "==> mounting it on $mnt"
     mkdir -p "$mnt"
-    D_LOG_FILE=$data/dfuse.log "$bin/dfuse" "$mnt" tank posix
+    # --multi-user: run as root, the mount serves every user as themselves.
+    D_LOG_FILE=$data/dfuse.log "$bin/dfuse" --multi-user "$mnt" tank posix
     echo "$mnt" > "$data/dfuse.mnt"
 fi
 "${dmg[@]}" system query -v

@@ -919,6 +919,7 @@ impl Dfs {
                     if d.inode.shared {
                         let mut r = self.record(d).await?;
                         r.nlink = r.nlink.saturating_sub(1);
+                        r.ctime = now_ns();
                         let file = self.object(d.oid)?;
                         if r.nlink == 0 {
                             tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
