@@ -27,7 +27,8 @@ cleanup() { "$repo/scripts/local-system.sh" wipe "$data" >/dev/null 2>&1 || true
 trap cleanup EXIT
 "$repo/scripts/local-system.sh" start "$data"
 (cd "$repo" && cargo build -j2 --release -p libdaos --examples)
-export DAOS_AGENT_DRPC_DIR=$data/agent PATH=$repo/target/release:$repo/target/release/examples:$PATH
+rel=${CARGO_TARGET_DIR:-$repo/target}/release
+export DAOS_AGENT_DRPC_DIR=$data/agent PATH=$rel:$rel/examples:$PATH
 daos container create tank bench >/dev/null 2>&1 || true
 
 mkdir -p "$repo/bench/results"

@@ -24,7 +24,7 @@ case "${1:-}" in start|stop|wipe) cmd=$1; shift ;; esac
 data=${1:-/var/lib/daos-local}
 port=${DAOS_PORT:-10001}
 profile=${DAOS_PROFILE:-release}
-bin="$repo/target/$profile"
+bin="${CARGO_TARGET_DIR:-$repo/target}/$profile"
 
 die() { echo "local-system: $*" >&2; exit 1; }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
