@@ -15,7 +15,8 @@
 #
 # Environment: DAOS_PORT (10001), DAOS_ENGINES (2), DAOS_TARGETS (2 per engine),
 # DAOS_SCM_GIB (2 per engine), DAOS_BDEV_GIB (16 per engine, sparse),
-# DAOS_POOL_SIZE (8GiB), DAOS_MOUNT (/mnt/daos), DAOS_PROFILE (release or debug).
+# DAOS_POOL_SIZE (8GiB), DAOS_MOUNT (/mnt/daos), DAOS_AGENT_DIR (/var/run/daos_agent),
+# DAOS_PROFILE (release or debug).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
@@ -41,6 +42,9 @@ stop_pid() { # pidfile name
 }
 
 mnt=${DAOS_MOUNT:-/mnt/daos}
+# The agent's socket directory: DAOS's default, so clients (and dfuse run by
+# mount(8) from fstab, which gets no environment) find it without settings.
+agent_dir=${DAOS_AGENT_DIR:-/var/run/daos_agent}
 [ -f "$data/dfuse.mnt" ] && mnt=$(cat "$data/dfuse.mnt")
 
 if [ "$cmd" = stop ] || [ "$cmd" = wipe ]; then
@@ -73,7 +77,7 @@ else
     (cd "$repo" && cargo build -j2 --workspace --bins)
 fi
 
-mkdir -p "$data"/{sock,agent}
+mkdir -p "$data"/sock "$agent_dir"
 nengines=${DAOS_ENGINES:-2}
 case "$nengines" in [1-9]) ;; *) die "DAOS_ENGINES=$nengines: use 1 to 9" ;; esac
 # One engines[] entry per rank: its own SCM tmpfs, bulk file, port and log.
@@ -122,7 +126,7 @@ cat > "$data/daos_agent.yml" <<YML
 name: daos_server
 access_points: ["127.0.0.1:$port"]
 port: $port
-runtime_dir: $data/agent
+runtime_dir: $agent_dir
 log_file: $data/daos_agent.log
 transport_config:
   allow_insecure: true
@@ -147,11 +151,12 @@ if alive "$data/daos_agent.pid"; then
     echo "==> daos_agent already running (pid $(cat "$data/daos_agent.pid"))"
 else
     echo "==> starting daos_agent"
+    rm -f "$agent_dir/daos_sock"   # a stale socket would pass the wait below
     setsid "$bin/daos_agent" start -o "$data/daos_agent.yml" >>"$data/daos_agent.stderr" 2>&1 < /dev/null &
     echo $! > "$data/daos_agent.pid"
 fi
-for _ in $(seq 1 100); do [ -S "$data/agent/daos_sock" ] && break; sleep 0.1; done
-[ -S "$data/agent/daos_sock" ] || die "daos_agent did not come up; see $data/daos_agent.log"
+for _ in $(seq 1 100); do [ -S "$agent_dir/daos_sock" ] && break; sleep 0.1; done
+[ -S "$agent_dir/daos_sock" ] || die "daos_agent did not come up; see $data/daos_agent.log"
 
 if "${dmg[@]}" pool query tank >/dev/null 2>&1; then
     echo "==> pool tank exists"
@@ -159,7 +164,7 @@ else
     echo "==> creating pool tank"
     "${dmg[@]}" pool create tank --size "${DAOS_POOL_SIZE:-8GiB}"
 fi
-export DAOS_AGENT_DRPC_DIR=$data/agent
+export DAOS_AGENT_DRPC_DIR=$agent_dir
 if "$bin/daos" container query tank posix >/dev/null 2>&1; then
     echo "==> container posix exists"
 else
@@ -183,7 +188,7 @@ cat <<TXT
 
 The local DAOS system is up (data in $data), container posix mounted on $mnt.
 Next:
-  export PATH=$bin:\$PATH DAOS_AGENT_DRPC_DIR=$data/agent
+  export PATH=$bin:\$PATH
   cp -a /etc $mnt/ && ls -l $mnt
   dmg -o $data/daos_control.yml pool query tank
   daos container create tank c1 --type POSIX && dfuse /mnt/c1 tank c1

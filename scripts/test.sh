@@ -49,7 +49,7 @@ set -e
 dfuse_dir=$(mktemp -d)
 # The permission tests run as a second user, who must reach the mount point.
 chmod 755 "$dfuse_dir"
-export DAOS_PROFILE=debug DAOS_PORT=10591 DAOS_MOUNT=$dfuse_dir/mnt
+export DAOS_PROFILE=debug DAOS_PORT=10591 DAOS_MOUNT=$dfuse_dir/mnt DAOS_AGENT_DIR=$dfuse_dir/agent
 trap 'scripts/local-system.sh wipe "$dfuse_dir/sys" >/dev/null 2>&1; rm -rf "$dfuse_dir"; umount "$xfs_mnt" 2>/dev/null; rmdir "$xfs_mnt" 2>/dev/null; rm -f "$log"' EXIT
 set +e
 scripts/local-system.sh start "$dfuse_dir/sys" > "$dfuse_dir/local-system.log" 2>&1
