@@ -119,21 +119,20 @@ pub(crate) fn to_pb_recx(r: &Recx) -> pb::Recx {
     }
 }
 
-/// Encodes iods for the wire: descriptions, and the bulk payload in order.
-pub(crate) fn encode_iods(iods: &[Iod], bulk: &mut BytesMut) -> Result<Vec<pb::Iod>, Error> {
-    iods.iter()
+/// Encodes iods for the wire: their descriptions, and the bulk payload (the
+/// values in order). A single value is the caller's own bytes, not a copy.
+pub(crate) fn encode_iods(iods: &[Iod]) -> Result<(Vec<pb::Iod>, Bytes), Error> {
+    let descs = iods
+        .iter()
         .map(|iod| {
             Ok(match &iod.value {
-                Value::Single(v) => {
-                    bulk.extend_from_slice(v);
-                    pb::Iod {
-                        akey: iod.akey.clone(),
-                        kind: IodKind::IodSingle as i32,
-                        rec_size: v.len() as u32,
-                        recxs: vec![],
-                        data_len: v.len() as u64,
-                    }
-                }
+                Value::Single(v) => pb::Iod {
+                    akey: iod.akey.clone(),
+                    kind: IodKind::IodSingle as i32,
+                    rec_size: v.len() as u32,
+                    recxs: vec![],
+                    data_len: v.len() as u64,
+                },
                 Value::Array {
                     rec_size,
                     recxs,
@@ -151,7 +150,6 @@ pub(crate) fn encode_iods(iods: &[Iod], bulk: &mut BytesMut) -> Result<Vec<pb::I
                         )
                         .into());
                     }
-                    bulk.extend_from_slice(data);
                     pb::Iod {
                         akey: iod.akey.clone(),
                         kind: IodKind::IodArray as i32,
@@ -169,7 +167,26 @@ pub(crate) fn encode_iods(iods: &[Iod], bulk: &mut BytesMut) -> Result<Vec<pb::I
                 },
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, Error>>()?;
+    let datas: Vec<&Bytes> = iods
+        .iter()
+        .filter_map(|iod| match &iod.value {
+            Value::Single(d) | Value::Array { data: d, .. } => Some(d),
+            Value::ArrayPunch { .. } => None,
+        })
+        .collect();
+    let bulk = match datas.as_slice() {
+        [] => Bytes::new(),
+        [one] => (*one).clone(),
+        many => {
+            let mut b = BytesMut::with_capacity(many.iter().map(|d| d.len()).sum());
+            for d in many {
+                b.extend_from_slice(d);
+            }
+            b.freeze()
+        }
+    };
+    Ok((descs, bulk))
 }
 
 impl Object {
@@ -273,17 +290,17 @@ impl Object {
     pub async fn update(&self, dkey: &[u8], iods: &[Iod], cond: u32) -> Result<u64, Error> {
         self.cont.check_rw()?;
         let (v, shards) = self.group_of(dkey)?;
-        let mut bulk = BytesMut::new();
+        let (descs, bulk) = encode_iods(iods)?;
         let req = pb::UpdateReq {
             t: Some(self.target(shards[0].tgt.0, v)),
             epoch: 0,
             dkey: dkey.to_vec(),
-            iods: encode_iods(iods, &mut bulk)?,
+            iods: descs,
             cond,
             replicas: replica_locs(&shards),
         };
         let (r, _): (pb::UpdateResp, _) = self
-            .call(shards[0], opcode::obj::UPDATE, &req, bulk.freeze())
+            .call(shards[0], opcode::obj::UPDATE, &req, bulk)
             .await?;
         Ok(r.epoch)
     }
@@ -834,6 +851,57 @@ mod tests {
         assert_eq!(split(0, 10, 4), vec![(0, 0, 4), (1, 4, 4), (2, 8, 2)]);
         assert_eq!(split(5, 2, 4), vec![(1, 5, 2)]);
         assert_eq!(split(3, 0, 4), vec![]);
+    }
+
+    #[test]
+    fn iods_encode_without_copying_one_value() {
+        let data = Bytes::from(vec![7u8; 4096]);
+        let one = [Iod {
+            akey: b"a".to_vec(),
+            value: Value::Array {
+                rec_size: 1,
+                recxs: vec![Recx { idx: 0, nr: 4096 }],
+                data: data.clone(),
+            },
+        }];
+        let (d, bulk) = encode_iods(&one).unwrap();
+        assert_eq!(d[0].data_len, 4096);
+        assert_eq!(
+            bulk.as_ptr(),
+            data.as_ptr(),
+            "the caller's bytes, not a copy"
+        );
+        let two = [
+            Iod {
+                akey: b"a".to_vec(),
+                value: Value::Single(Bytes::from_static(b"xy")),
+            },
+            Iod {
+                akey: b"b".to_vec(),
+                value: Value::ArrayPunch {
+                    recxs: vec![Recx { idx: 0, nr: 1 }],
+                },
+            },
+            Iod {
+                akey: b"c".to_vec(),
+                value: Value::Single(Bytes::from_static(b"z")),
+            },
+        ];
+        let (d, bulk) = encode_iods(&two).unwrap();
+        assert_eq!(&bulk[..], b"xyz");
+        assert_eq!(
+            d.iter().map(|i| i.data_len).collect::<Vec<_>>(),
+            vec![2, 0, 1]
+        );
+        let bad = [Iod {
+            akey: b"a".to_vec(),
+            value: Value::Array {
+                rec_size: 2,
+                recxs: vec![Recx { idx: 0, nr: 3 }],
+                data: Bytes::from_static(b"abc"),
+            },
+        }];
+        assert_eq!(encode_iods(&bad).unwrap_err().der(), Der::INVAL);
     }
 
     #[test]

@@ -121,7 +121,9 @@ impl Tx {
                 };
                 match op {
                     Op::Update { iods, cond, .. } => {
-                        t.iods = encode_iods(iods, &mut bulk)?;
+                        let (descs, data) = encode_iods(iods)?;
+                        t.iods = descs;
+                        bulk.extend_from_slice(&data);
                         t.cond = *cond;
                     }
                     Op::Punch {
