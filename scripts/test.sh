@@ -36,7 +36,9 @@ dpkg -s libacl1-dev >/dev/null 2>&1 || {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libacl1-dev
 }
-xfs_mnt=$(mktemp -d)
+# Short mount paths: pjdfstest binds UNIX sockets deep inside them, and a
+# socket path must fit in 107 bytes.
+xfs_mnt=$(mktemp -d /tmp/xf.XXXX)
 trap 'umount "$xfs_mnt" 2>/dev/null; rmdir "$xfs_mnt" 2>/dev/null; rm -f "$log"' EXIT
 mount -t tmpfs -o size=4g,mode=1777 xfstests "$xfs_mnt"
 set +e
@@ -49,8 +51,9 @@ set -e
 dfuse_dir=$(mktemp -d)
 # The permission tests run as a second user, who must reach the mount point.
 chmod 755 "$dfuse_dir"
-export DAOS_PROFILE=debug DAOS_PORT=10591 DAOS_MOUNT=$dfuse_dir/mnt DAOS_AGENT_DIR=$dfuse_dir/agent
-trap 'scripts/local-system.sh wipe "$dfuse_dir/sys" >/dev/null 2>&1; rm -rf "$dfuse_dir"; umount "$xfs_mnt" 2>/dev/null; rmdir "$xfs_mnt" 2>/dev/null; rm -f "$log"' EXIT
+dfuse_mnt=$(mktemp -d /tmp/xd.XXXX)
+export DAOS_PROFILE=debug DAOS_PORT=10591 DAOS_MOUNT=$dfuse_mnt DAOS_AGENT_DIR=$dfuse_dir/agent
+trap 'scripts/local-system.sh wipe "$dfuse_dir/sys" >/dev/null 2>&1; rmdir "$dfuse_mnt" 2>/dev/null; rm -rf "$dfuse_dir"; umount "$xfs_mnt" 2>/dev/null; rmdir "$xfs_mnt" 2>/dev/null; rm -f "$log"' EXIT
 set +e
 scripts/local-system.sh start "$dfuse_dir/sys" > "$dfuse_dir/local-system.log" 2>&1
 src=$?
