@@ -3,50 +3,17 @@
 //! filesystem gives.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
 use dfs::{rename_flags, Dfs, Errno, Kind, SetAttr, Special};
 use libdaos::{Daos, DaosOpts, PoolFlags};
-use testkit::{bin, EngineSpec, System};
+use testkit::System;
 
 const REG: u32 = libc::S_IFREG;
 
 async fn setup() -> (System, Dfs) {
-    let spec = EngineSpec {
-        targets: 2,
-        scm_mib: 256,
-        bdev_mib: 512,
-    };
-    let mut sys = System::new(&[spec]);
-    sys.format();
-    let agent = sys.start_agent();
-    sys.dmg_ok(&[
-        "pool",
-        "create",
-        "tank",
-        "--scm-size",
-        "96MiB",
-        "--nvme-size",
-        "400MiB",
-    ]);
-    let o = Command::new(bin("daos"))
-        .args([
-            "container",
-            "create",
-            "tank",
-            "fs",
-            "--type",
-            "POSIX",
-            "--chunk-size",
-            "64KiB",
-        ])
-        .env("DAOS_AGENT_DRPC_DIR", &agent)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let (sys, agent) = testkit::posix_system();
     let daos = Daos::with_opts(DaosOpts {
         agent_dir: Some(agent),
         retry_for: Duration::from_secs(30),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use testkit::{bin, bin_dir, wait_for, EngineSpec, System};
+use testkit::{bin_dir, wait_for, System};
 
 fn dfuse_bin() -> PathBuf {
     let p = bin_dir().join("dfuse");
@@ -93,39 +93,7 @@ struct Env {
 }
 
 fn setup() -> Env {
-    let spec = EngineSpec {
-        targets: 2,
-        scm_mib: 256,
-        bdev_mib: 512,
-    };
-    let mut sys = System::new(&[spec]);
-    sys.format();
-    let agent = sys.start_agent();
-    sys.dmg_ok(&[
-        "pool",
-        "create",
-        "tank",
-        "--scm-size",
-        "96MiB",
-        "--nvme-size",
-        "400MiB",
-    ]);
-    let o = Command::new(bin("daos"))
-        .args([
-            "container",
-            "create",
-            "tank",
-            "fs",
-            "--type",
-            "POSIX",
-            "--chunk-size",
-            "64KiB",
-        ])
-        .env("DAOS_AGENT_DRPC_DIR", &agent)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{o:?}");
+    let (sys, agent) = testkit::posix_system();
     Env { sys, agent }
 }
 

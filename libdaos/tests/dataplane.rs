@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use libdaos::{cond, Daos, DaosOpts, Iod, ObjectClass, ObjectType, PoolFlags, Value};
 use proto::Der;
-use testkit::{bin, wait_for, EngineSpec, System};
+use testkit::{wait_for, EngineSpec, System};
 
 struct Setup {
     sys: System,
@@ -43,23 +43,11 @@ fn two_engines() -> Setup {
 
 impl Setup {
     fn daos(&self, args: &[&str]) -> Output {
-        Command::new(bin("daos"))
-            .args(args)
-            .env("DAOS_AGENT_DRPC_DIR", &self.agent)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.sys.daos(args)
     }
 
     fn daos_ok(&self, args: &[&str]) -> String {
-        let o = self.daos(args);
-        assert!(
-            o.status.success(),
-            "daos {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.sys.daos_ok(args)
     }
 
     fn daos_json(&self, args: &[&str]) -> serde_json::Value {

@@ -598,6 +598,28 @@ impl System {
         rt
     }
 
+    /// Runs the `daos` CLI through this system's agent (see [`System::start_agent`]).
+    pub fn daos(&self, args: &[&str]) -> Output {
+        Command::new(bin("daos"))
+            .args(args)
+            .env("DAOS_AGENT_DRPC_DIR", self.path("agent"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `daos` and requires success; returns stdout.
+    pub fn daos_ok(&self, args: &[&str]) -> String {
+        let o = self.daos(args);
+        assert!(
+            o.status.success(),
+            "daos {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
     /// Lines at ERROR level in a log file of this system.
     pub fn error_lines(&self, log: &str) -> Vec<String> {
         std::fs::read_to_string(self.path(log))
@@ -607,6 +629,40 @@ impl System {
             .map(String::from)
             .collect()
     }
+}
+
+/// A formatted one-engine system (two targets) with its agent, pool `tank`
+/// and POSIX container `fs` (64 KiB chunks): what the dfs and dfuse tests
+/// start from. Returns the system and the agent's socket directory.
+pub fn posix_system() -> (System, PathBuf) {
+    let spec = EngineSpec {
+        targets: 2,
+        scm_mib: 256,
+        bdev_mib: 512,
+    };
+    let mut sys = System::new(&[spec]);
+    sys.format();
+    let agent = sys.start_agent();
+    sys.dmg_ok(&[
+        "pool",
+        "create",
+        "tank",
+        "--scm-size",
+        "96MiB",
+        "--nvme-size",
+        "400MiB",
+    ]);
+    sys.daos_ok(&[
+        "container",
+        "create",
+        "tank",
+        "fs",
+        "--type",
+        "POSIX",
+        "--chunk-size",
+        "64KiB",
+    ]);
+    (sys, agent)
 }
 
 impl Drop for System {
