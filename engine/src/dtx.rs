@@ -261,7 +261,9 @@ pub async fn tx_commit(
         }
         DtxState::Aborted | DtxState::Unknown => {}
     }
-    let mut parts: Vec<Part> = Vec::new();
+    // Group the ops by participant, keeping each op's data slice; a part's
+    // bulk is its slices joined once (one slice is passed on as is).
+    let mut groups: Vec<(u32, u32, Vec<pb::TxOp>, Vec<Bytes>)> = Vec::new();
     for op in r.ops {
         let n = usize::try_from(op_bulk_len(&op)).unwrap_or(usize::MAX);
         if n > bulk.len() {
@@ -269,20 +271,26 @@ pub async fn tx_commit(
         }
         let data = bulk.split_to(n);
         let tgt = op.t.as_ref().map(|t| t.tgt).unwrap_or(0);
-        if let Some(p) = parts.iter_mut().find(|p| p.rank == op.rank && p.tgt == tgt) {
-            let mut b = bytes::BytesMut::from(&p.bulk[..]);
-            b.extend_from_slice(&data);
-            p.bulk = b.freeze();
-            p.ops.push(op);
-        } else {
-            parts.push(Part {
-                rank: op.rank,
-                tgt,
-                ops: vec![op],
-                bulk: data,
-            });
+        match groups.iter_mut().find(|g| g.0 == op.rank && g.1 == tgt) {
+            Some(g) => {
+                g.2.push(op);
+                g.3.push(data);
+            }
+            None => groups.push((op.rank, tgt, vec![op], vec![data])),
         }
     }
+    let parts = groups
+        .into_iter()
+        .map(|(rank, tgt, ops, datas)| Part {
+            rank,
+            tgt,
+            ops,
+            bulk: match datas.as_slice() {
+                [one] => one.clone(),
+                many => Bytes::from(many.concat()),
+            },
+        })
+        .collect();
     let epoch = e.epoch(r.epoch);
     coordinate(e, &pool, id, epoch, parts).await?;
     Ok(pb::TxCommitResp { epoch })
