@@ -8,6 +8,8 @@
 #   scripts/local-system.sh [DATA_DIR]        start (default DATA_DIR: /var/lib/daos-local)
 #   scripts/local-system.sh stop [DATA_DIR]   stop everything it started (data is kept)
 #   scripts/local-system.sh wipe [DATA_DIR]   stop, unmount the SCM tmpfs, delete DATA_DIR
+#   scripts/local-system.sh remount [DATA_DIR]  unmount the container (lazily if its dfuse
+#                                             died) and mount it again; dfuse's pid: DATA_DIR/dfuse.pid
 #
 # The SCM tier is a tmpfs (class ram) and holds the engine's metadata and the
 # management service (as DAOS does without control_metadata), so a reboot
@@ -21,7 +23,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 
 cmd=start
-case "${1:-}" in start|stop|wipe) cmd=$1; shift ;; esac
+case "${1:-}" in start|stop|wipe|remount) cmd=$1; shift ;; esac
 data=${1:-/var/lib/daos-local}
 port=${DAOS_PORT:-10001}
 profile=${DAOS_PROFILE:-release}
@@ -47,11 +49,49 @@ mnt=${DAOS_MOUNT:-/mnt/daos}
 agent_dir=${DAOS_AGENT_DIR:-/var/run/daos_agent}
 [ -f "$data/dfuse.mnt" ] && mnt=$(cat "$data/dfuse.mnt")
 
+dfuse_pid() { # the dfuse serving $mnt, found by its exact command line
+    local p
+    for p in /proc/[0-9]*; do
+        if [ "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" = "$bin/dfuse --multi-user $mnt tank posix " ]; then
+            echo "${p#/proc/}"
+            return 0
+        fi
+    done
+    return 1
+}
+
+mount_dfuse() {
+    mkdir -p "$mnt"
+    # --multi-user: run as root, the mount serves every user as themselves.
+    DAOS_AGENT_DRPC_DIR=$agent_dir D_LOG_FILE=$data/dfuse.log \
+        "$bin/dfuse" --multi-user "$mnt" tank posix
+    echo "$mnt" > "$data/dfuse.mnt"
+    dfuse_pid > "$data/dfuse.pid" || rm -f "$data/dfuse.pid"
+}
+
+if [ "$cmd" = remount ]; then
+    [ -f "$data/dfuse.mnt" ] || die "$data: no container was mounted from here"
+    old=$(cat "$data/dfuse.pid" 2>/dev/null || true)
+    # A live mount unmounts cleanly (dfuse stores what it holds, then exits);
+    # a dead daemon's mount ("transport endpoint is not connected") only lazily.
+    fusermount3 -u "$mnt" 2>/dev/null || fusermount3 -u -z "$mnt" 2>/dev/null || true
+    if [ -n "$old" ]; then
+        for _ in $(seq 1 100); do kill -0 "$old" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$old" 2>/dev/null && die "dfuse (pid $old) did not exit after the unmount"
+    fi
+    mount_dfuse
+    exit 0
+fi
+
 if [ "$cmd" = stop ] || [ "$cmd" = wipe ]; then
     if mountpoint -q "$mnt" 2>/dev/null; then
         # dfuse exits once its mount is gone.
         fusermount3 -u "$mnt" && echo "unmounted $mnt"
+    elif awk -v m="$mnt" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; then
+        # Its dfuse died: the mount is still listed but answers nothing.
+        fusermount3 -u -z "$mnt" && echo "unmounted $mnt (its dfuse was gone)"
     fi
+    rm -f "$data/dfuse.pid"
     stop_pid "$data/daos_agent.pid" daos_agent
     stop_pid "$data/daos_server.pid" "daos_server and its engines"
     if [ "$cmd" = wipe ]; then
@@ -175,10 +215,7 @@ if mountpoint -q "$mnt"; then
     echo "==> $mnt is already mounted"
 else
     echo "==> mounting it on $mnt"
-    mkdir -p "$mnt"
-    # --multi-user: run as root, the mount serves every user as themselves.
-    D_LOG_FILE=$data/dfuse.log "$bin/dfuse" --multi-user "$mnt" tank posix
-    echo "$mnt" > "$data/dfuse.mnt"
+    mount_dfuse
 fi
 "${dmg[@]}" system query -v
 "${dmg[@]}" pool list

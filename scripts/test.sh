@@ -63,7 +63,10 @@ if [ "$src" -ne 0 ]; then
     echo "scripts/test.sh: the local system for the dfuse run did not come up" >&2
     drc=1
 else
-    cargo run -j"$jobs" -q -p xfstests -- run --mount "$DAOS_MOUNT" --target dfuse 2>&1 | tee -a "$log"
+    # The crash tests kill dfuse uncleanly (kill -9 by its recorded pid) and mount again.
+    cargo run -j"$jobs" -q -p xfstests -- run --mount "$DAOS_MOUNT" --target dfuse \
+        --kill-cmd "kill -9 \$(cat '$dfuse_dir/sys/dfuse.pid')" \
+        --remount-cmd "'$PWD/scripts/local-system.sh' remount '$dfuse_dir/sys'" 2>&1 | tee -a "$log"
     drc=${PIPESTATUS[0]}
 fi
 set -e

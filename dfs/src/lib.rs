@@ -12,10 +12,23 @@
 //! the file's own object (dkey [`INODE_DKEY`]) and turns every entry into a
 //! stub flagged `shared`; link counts and attributes are then read there.
 //!
+//! A directory's modification and change times live in its own object (dkey
+//! [`DIR_DKEY`]), and so does one marker per subdirectory (dkey
+//! [`SUBDIRS_DKEY`]; the link count is 2 plus their number). Every change to
+//! the entries writes them blindly inside the change's own transaction: no
+//! read-modify-write of the record in the parent's entry, so concurrent
+//! creates from any number of clients never lose a time or a count.
+//!
 //! Invariants: create, unlink, rename and link are each one libdaos
-//! transaction, so a crash or a race never leaves both names or neither; a
-//! name is at most 255 bytes of anything but `/` and NUL. Errors are the
-//! errno a local filesystem returns ([`Errno`]).
+//! transaction (entries, parent times and subdirectory markers together),
+//! so a crash or a race never leaves both names or neither; a name is at
+//! most 255 bytes of anything but `/` and NUL. Errors are the errno a local
+//! filesystem returns ([`Errno`]).
+//!
+//! An inode record (mode, owner, times, a linked file's count) is
+//! read-modify-written under its inode's lock in this [`Dfs`]: changes
+//! through one mount never lose each other's fields. Two clients changing one
+//! record at the same moment are last-writer-wins, field by whole record.
 //!
 //! Dependency rule: depends on `libdaos` (and through it `proto`, `placement`).
 
@@ -26,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use layout::Inode;
 use libdaos::{
-    cond, Array, Container, FetchIod, Iod, Object, ObjectClass, ObjectId, ObjectType, Value,
+    cond, Array, Container, FetchIod, Iod, Object, ObjectClass, ObjectId, ObjectType, Tx, Value,
     EPOCH_LATEST,
 };
 use proto::Der;
@@ -82,6 +95,14 @@ pub const INODE_DKEY: &[u8] = b"\0inode";
 /// Extended attributes are akeys `x:NAME` under this dkey of the inode's own object.
 pub const XATTR_DKEY: &[u8] = b"\0xattr";
 const XATTR_PREFIX: &[u8] = b"x:";
+/// A directory's own times: akeys [`MTIME_AKEY`] and [`CTIME_AKEY`], each an
+/// i64 of ns since the epoch, little-endian. Absent (a directory nothing was
+/// done in yet), the record's times stand.
+pub const DIR_DKEY: &[u8] = b"\0dir";
+const MTIME_AKEY: &[u8] = b"mtime";
+const CTIME_AKEY: &[u8] = b"ctime";
+/// One akey per subdirectory, its name, under this dkey of a directory's object.
+pub const SUBDIRS_DKEY: &[u8] = b"\0subdirs";
 const SB_DKEY: &[u8] = b"DFS_SB_METADATA";
 const ROOT_DKEY: &[u8] = b"/";
 /// The superblock and root objects sit at fixed ids (below what the
@@ -227,9 +248,52 @@ fn single(akey: &[u8], v: Vec<u8>) -> Iod {
     }
 }
 
+/// The entry record of `o` to write under a new name: an entry holding the
+/// record itself gets a new change time (a stub's shared record changes in
+/// [`Dfs::touch_moved`]).
+fn changed_record(o: &Obj, now: i64) -> Inode {
+    let mut rec = o.inode.clone();
+    if !rec.shared {
+        rec.ctime = now;
+    }
+    rec
+}
+
+fn time_iod(akey: &[u8], t: i64) -> Iod {
+    single(akey, t.to_le_bytes().to_vec())
+}
+
+/// Adds to `tx` what a change to the entries of directory `dir` does to it:
+/// new modification and change times.
+fn touch_dir(tx: &mut Tx, dir: &Object, now: i64) {
+    tx.update(
+        dir,
+        DIR_DKEY,
+        vec![time_iod(MTIME_AKEY, now), time_iod(CTIME_AKEY, now)],
+        cond::NONE,
+    );
+}
+
+/// Adds to `tx` the marker of subdirectory `name` in `dir` (or its removal).
+fn mark_subdir(tx: &mut Tx, dir: &Object, name: &[u8], present: bool) {
+    if present {
+        tx.update(dir, SUBDIRS_DKEY, vec![single(name, vec![1])], cond::NONE);
+    } else {
+        tx.punch_akeys(dir, SUBDIRS_DKEY, vec![name.to_vec()], cond::NONE);
+    }
+}
+
+/// How many locks the inode records are striped over.
+const RECORD_LOCKS: usize = 256;
+
 /// A mounted namespace.
 #[derive(Clone)]
 pub struct Dfs {
+    /// A record's read-modify-write (setattr, link, unlink of a linked file,
+    /// rename) holds its inode's stripe, so two changes through this mount
+    /// never lose each other's fields: the kernel does not serialise them all
+    /// (it writes back times without the inode lock).
+    record_locks: std::sync::Arc<Vec<tokio::sync::Mutex<()>>>,
     cont: Container,
     sb: Object,
     root_oid: ObjectId,
@@ -264,6 +328,11 @@ impl Dfs {
         let root_oid = ObjectId::generate(0, ROOT_LO, ObjectType::MultiHashed, &dir_class);
         let sb = cont.object(sb_oid)?;
         let mut dfs = Dfs {
+            record_locks: std::sync::Arc::new(
+                (0..RECORD_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+            ),
             cont,
             sb,
             root_oid,
@@ -425,30 +494,51 @@ impl Dfs {
         }
     }
 
-    /// Where the authoritative record of `o` lives: (object, dkey).
-    fn record_loc(&self, o: &Obj) -> Result<(Object, Vec<u8>)> {
-        if o.inode.shared {
-            Ok((self.object(o.oid)?, INODE_DKEY.to_vec()))
-        } else {
-            Ok((self.object(o.parent)?, o.name.clone()))
-        }
-    }
-
     /// Where the extended attributes of `o` live: its own object, so they
     /// follow the inode through renames and links and go when it is freed.
     fn xattr_loc(&self, o: &Obj) -> Result<(Object, Vec<u8>)> {
         Ok((self.object(o.oid)?, XATTR_DKEY.to_vec()))
     }
 
-    /// The current record of `o`.
+    /// Takes the record locks of `oids` (in stripe order: no deadlock).
+    async fn lock_records(&self, oids: &[ObjectId]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = oids
+            .iter()
+            .map(|o| (o.lo % RECORD_LOCKS as u64) as usize)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut held = Vec::with_capacity(stripes.len());
+        for i in stripes {
+            held.push(self.record_locks[i].lock().await);
+        }
+        held
+    }
+
+    /// The current record of `o`; `shared` tells where it lives. A copy of
+    /// `o` read before a link made the file shared (a listing, a lookup that
+    /// raced the link) finds a stub in its entry and follows it into the
+    /// file's object, so a stale copy never writes a record in the wrong place.
     async fn record(&self, o: &Obj) -> Result<Inode> {
-        let (obj, dkey) = self.record_loc(o)?;
+        if !o.inode.shared {
+            let r = self
+                .fetch_inode(&self.object(o.parent)?, &o.name)
+                .await?
+                .ok_or(Errno(libc::ENOENT))?;
+            if ObjectId::new(r.oid_hi, r.oid_lo) != o.oid {
+                // The name has been given to another file since.
+                return Err(Errno(libc::ENOENT));
+            }
+            if !r.shared {
+                return Ok(r);
+            }
+        }
         let mut r = self
-            .fetch_inode(&obj, &dkey)
+            .fetch_inode(&self.object(o.oid)?, INODE_DKEY)
             .await?
             .ok_or(Errno(libc::ENOENT))?;
-        // A shared record's own object keeps the flag off; callers see it on.
-        r.shared = o.inode.shared;
+        // The authoritative record keeps the flag off; callers see it on.
+        r.shared = true;
         Ok(r)
     }
 
@@ -479,6 +569,13 @@ impl Dfs {
 
     async fn attr_of(&self, oid: ObjectId, r: &Inode) -> Result<Attr> {
         let kind = Kind::of_mode(r.mode).ok_or(Errno(libc::EIO))?;
+        let (mut mtime, mut ctime, mut nlink) = (r.mtime, r.ctime, r.nlink.max(1));
+        if kind == Kind::Dir {
+            let (m, c, subdirs) = self.dir_state(oid).await?;
+            mtime = m.unwrap_or(mtime);
+            ctime = c.unwrap_or(ctime);
+            nlink = u32::try_from(subdirs.saturating_add(2)).unwrap_or(u32::MAX);
+        }
         let size = match kind {
             Kind::File => {
                 let cs = if r.chunk_size == 0 {
@@ -500,13 +597,34 @@ impl Dfs {
             uid: r.uid,
             gid: r.gid,
             size,
-            nlink: r.nlink.max(1),
+            nlink,
             rdev: r.rdev,
             atime: r.atime,
-            mtime: r.mtime,
-            ctime: r.ctime,
+            mtime,
+            ctime,
             blksize: self.chunk_size.min(u64::from(u32::MAX)) as u32,
         })
+    }
+
+    /// A directory's own times (where any were written) and how many
+    /// subdirectories it has.
+    async fn dir_state(&self, oid: ObjectId) -> Result<(Option<i64>, Option<i64>, u64)> {
+        let o = self.object(oid)?;
+        let iods = [MTIME_AKEY, CTIME_AKEY].map(|a| FetchIod::Single { akey: a.to_vec() });
+        let (times, subdirs) = futures::future::join(
+            o.fetch(DIR_DKEY, &iods, EPOCH_LATEST, cond::NONE),
+            o.count_akeys(SUBDIRS_DKEY),
+        )
+        .await;
+        let times = times?;
+        let time = |i: usize| {
+            times
+                .get(i)
+                .filter(|f| f.found)
+                .and_then(|f| <[u8; 8]>::try_from(f.data.as_ref()).ok())
+                .map(i64::from_le_bytes)
+        };
+        Ok((time(0), time(1), subdirs?))
     }
 
     /// The attributes a directory entry names, without asking the file (for
@@ -518,8 +636,13 @@ impl Dfs {
         self.attr_of(o.oid, &o.inode).await
     }
 
+    /// Writes `r`, as [`Dfs::record`] returned it, back where it came from.
     async fn write_record(&self, o: &Obj, r: &Inode) -> Result<()> {
-        let (obj, dkey) = self.record_loc(o)?;
+        let (obj, dkey) = if r.shared {
+            (self.object(o.oid)?, INODE_DKEY.to_vec())
+        } else {
+            (self.object(o.parent)?, o.name.clone())
+        };
         // The authoritative record itself is never a stub.
         let mut r = r.clone();
         r.shared = false;
@@ -537,6 +660,7 @@ impl Dfs {
 
     /// Changes mode, owner, size or times.
     pub async fn setattr(&self, o: &Obj, s: &SetAttr) -> Result<Attr> {
+        let _held = self.lock_records(&[o.oid]).await;
         let mut r = self.record(o).await?;
         let now = now_ns();
         if let Some(size) = s.size {
@@ -572,6 +696,16 @@ impl Dfs {
             r.ctime = t;
         }
         self.write_record(o, &r).await?;
+        if Kind::of_mode(r.mode) == Some(Kind::Dir) {
+            // A directory's times are read from its own object.
+            let mut iods = vec![time_iod(CTIME_AKEY, r.ctime)];
+            if s.mtime.is_some() {
+                iods.push(time_iod(MTIME_AKEY, r.mtime));
+            }
+            self.object(o.oid)?
+                .update(DIR_DKEY, &iods, cond::NONE)
+                .await?;
+        }
         self.attr_of(o.oid, &r).await
     }
 
@@ -637,12 +771,18 @@ impl Dfs {
             symlink: symlink.map(<[u8]>::to_vec).unwrap_or_default(),
         };
         let d = self.object(dir.oid)?;
-        d.update(
+        let mut tx = self.cont.tx();
+        tx.update(
+            &d,
             name,
-            &[single(INODE_AKEY, inode.encode())],
+            vec![single(INODE_AKEY, inode.encode())],
             cond::DKEY_INSERT,
-        )
-        .await?;
+        );
+        touch_dir(&mut tx, &d, now);
+        if kind == Kind::Dir {
+            mark_subdir(&mut tx, &d, name, true);
+        }
+        tx.commit().await?;
         Ok(Obj {
             oid,
             parent: dir.oid,
@@ -806,13 +946,16 @@ impl Dfs {
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EISDIR));
         }
+        let _held = self.lock_records(&[o.oid]).await;
         let d = self.object(dir.oid)?;
+        let now = now_ns();
+        let mut tx = self.cont.tx();
+        tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+        touch_dir(&mut tx, &d, now);
         if o.inode.shared {
             let mut r = self.record(&o).await?;
             r.nlink = r.nlink.saturating_sub(1);
-            r.ctime = now_ns();
-            let mut tx = self.cont.tx();
-            tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+            r.ctime = now;
             let file = self.object(o.oid)?;
             if r.nlink == 0 {
                 tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
@@ -829,7 +972,7 @@ impl Dfs {
             tx.commit().await?;
             return Ok((o.oid, r.nlink == 0));
         }
-        d.punch_dkey(name, cond::DKEY_PUNCH).await?;
+        tx.commit().await?;
         Ok((o.oid, true))
     }
 
@@ -842,9 +985,12 @@ impl Dfs {
         if !self.is_empty_dir(o.oid).await? {
             return Err(Errno(libc::ENOTEMPTY));
         }
-        self.object(dir.oid)?
-            .punch_dkey(name, cond::DKEY_PUNCH)
-            .await?;
+        let d = self.object(dir.oid)?;
+        let mut tx = self.cont.tx();
+        tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+        touch_dir(&mut tx, &d, now_ns());
+        mark_subdir(&mut tx, &d, name, false);
+        tx.commit().await?;
         self.object(o.oid)?.punch().await?;
         Ok(())
     }
@@ -855,7 +1001,8 @@ impl Dfs {
     }
 
     /// Renames `sname` in `sdir` to `dname` in `ddir`, atomically. Returns the
-    /// object of a replaced file the caller must free once it is closed.
+    /// object of a replaced inode and whether that was its last name (then the
+    /// caller frees it once nobody has it open), as [`Dfs::unlink`] does.
     pub async fn rename(
         &self,
         sdir: &Obj,
@@ -863,96 +1010,167 @@ impl Dfs {
         ddir: &Obj,
         dname: &[u8],
         flags: u32,
-    ) -> Result<Option<ObjectId>> {
+    ) -> Result<Option<(ObjectId, bool)>> {
         check_name(dname)?;
         if flags & !(rename_flags::NOREPLACE | rename_flags::EXCHANGE) != 0
             || flags == rename_flags::NOREPLACE | rename_flags::EXCHANGE
         {
             return Err(Errno(libc::EINVAL));
         }
-        let src = self.lookup(sdir, sname).await?;
-        let dst = match self.lookup(ddir, dname).await {
-            Ok(d) => Some(d),
-            Err(Errno(libc::ENOENT)) => None,
-            Err(e) => return Err(e),
+        // Both names looked up again under their inodes' locks, until they
+        // name what was locked: the records written below are then current.
+        let (_held, src, dst) = loop {
+            let (src, dst) = self.rename_names(sdir, sname, ddir, dname).await?;
+            let mut oids = vec![src.oid];
+            oids.extend(dst.as_ref().map(|d| d.oid));
+            let held = self.lock_records(&oids).await;
+            let (s2, d2) = self.rename_names(sdir, sname, ddir, dname).await?;
+            if s2.oid == src.oid && d2.as_ref().map(|d| d.oid) == dst.as_ref().map(|d| d.oid) {
+                break (held, s2, d2);
+            }
         };
         let sd = self.object(sdir.oid)?;
         let dd = self.object(ddir.oid)?;
         if sdir.oid == ddir.oid && sname == dname {
             return Ok(None);
         }
+        let now = now_ns();
+        let exchange = flags & rename_flags::EXCHANGE != 0;
         let mut tx = self.cont.tx();
-        if flags & rename_flags::EXCHANGE != 0 {
-            let dst = dst.ok_or(Errno(libc::ENOENT))?;
+        let mut victim = None;
+        if exchange {
+            let dst = dst.as_ref().ok_or(Errno(libc::ENOENT))?;
+            if dst.oid == src.oid {
+                // Two names of one file: nothing changes.
+                return Ok(None);
+            }
             tx.update(
                 &sd,
                 sname,
-                vec![single(INODE_AKEY, dst.inode.encode())],
+                vec![single(INODE_AKEY, changed_record(dst, now).encode())],
                 cond::DKEY_UPDATE,
             );
             tx.update(
                 &dd,
                 dname,
-                vec![single(INODE_AKEY, src.inode.encode())],
+                vec![single(INODE_AKEY, changed_record(&src, now).encode())],
                 cond::DKEY_UPDATE,
             );
-            tx.commit().await?;
-            return Ok(None);
-        }
-        let mut victim = None;
-        match &dst {
-            Some(_) if flags & rename_flags::NOREPLACE != 0 => return Err(Errno(libc::EEXIST)),
-            Some(d) if d.oid == src.oid => {
-                // Two links to one file: POSIX says do nothing.
-                return Ok(None);
-            }
-            Some(d) => match (src.kind() == Kind::Dir, d.kind() == Kind::Dir) {
-                (true, false) => return Err(Errno(libc::ENOTDIR)),
-                (false, true) => return Err(Errno(libc::EISDIR)),
-                (true, true) => {
-                    if !self.is_empty_dir(d.oid).await? {
-                        return Err(Errno(libc::ENOTEMPTY));
-                    }
-                    victim = Some(d.oid);
-                }
-                (false, false) => {
-                    if d.inode.shared {
-                        let mut r = self.record(d).await?;
-                        r.nlink = r.nlink.saturating_sub(1);
-                        r.ctime = now_ns();
-                        let file = self.object(d.oid)?;
-                        if r.nlink == 0 {
-                            tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
-                            victim = Some(d.oid);
-                        } else {
-                            r.shared = false;
-                            tx.update(
-                                &file,
-                                INODE_DKEY,
-                                vec![single(INODE_AKEY, r.encode())],
-                                cond::DKEY_UPDATE,
-                            );
-                        }
-                    } else {
-                        victim = Some(d.oid);
-                    }
-                }
-            },
-            None => {}
-        }
-        let mut rec = src.inode.clone();
-        if !rec.shared {
-            rec.ctime = now_ns();
-        }
-        tx.punch_dkey(&sd, sname, cond::DKEY_PUNCH);
-        let c = if dst.is_some() {
-            cond::NONE
         } else {
-            cond::DKEY_INSERT
-        };
-        tx.update(&dd, dname, vec![single(INODE_AKEY, rec.encode())], c);
+            match &dst {
+                Some(_) if flags & rename_flags::NOREPLACE != 0 => return Err(Errno(libc::EEXIST)),
+                Some(d) if d.oid == src.oid => {
+                    // Two links to one file: POSIX says do nothing.
+                    return Ok(None);
+                }
+                Some(d) => match (src.kind() == Kind::Dir, d.kind() == Kind::Dir) {
+                    (true, false) => return Err(Errno(libc::ENOTDIR)),
+                    (false, true) => return Err(Errno(libc::EISDIR)),
+                    (true, true) => {
+                        if !self.is_empty_dir(d.oid).await? {
+                            return Err(Errno(libc::ENOTEMPTY));
+                        }
+                        victim = Some((d.oid, true));
+                    }
+                    (false, false) => {
+                        if d.inode.shared {
+                            let mut r = self.record(d).await?;
+                            r.nlink = r.nlink.saturating_sub(1);
+                            r.ctime = now;
+                            let file = self.object(d.oid)?;
+                            victim = Some((d.oid, r.nlink == 0));
+                            if r.nlink == 0 {
+                                tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
+                            } else {
+                                r.shared = false;
+                                tx.update(
+                                    &file,
+                                    INODE_DKEY,
+                                    vec![single(INODE_AKEY, r.encode())],
+                                    cond::DKEY_UPDATE,
+                                );
+                            }
+                        } else {
+                            victim = Some((d.oid, true));
+                        }
+                    }
+                },
+                None => {}
+            }
+            tx.punch_dkey(&sd, sname, cond::DKEY_PUNCH);
+            let c = if dst.is_some() {
+                cond::NONE
+            } else {
+                cond::DKEY_INSERT
+            };
+            let rec = changed_record(&src, now);
+            tx.update(&dd, dname, vec![single(INODE_AKEY, rec.encode())], c);
+        }
+        // What the renamed inodes' change times need outside their entries.
+        self.touch_moved(&mut tx, &src, now).await?;
+        if exchange {
+            if let Some(d) = &dst {
+                self.touch_moved(&mut tx, d, now).await?;
+            }
+        }
+        // Subdirectory markers follow the directories between the names.
+        let src_dir = src.kind() == Kind::Dir;
+        let dst_dir = dst.as_ref().is_some_and(|d| d.kind() == Kind::Dir);
+        let s_after = exchange && dst_dir;
+        if src_dir != s_after {
+            mark_subdir(&mut tx, &sd, sname, s_after);
+        }
+        if dst_dir != src_dir {
+            mark_subdir(&mut tx, &dd, dname, src_dir);
+        }
+        touch_dir(&mut tx, &sd, now);
+        if ddir.oid != sdir.oid {
+            touch_dir(&mut tx, &dd, now);
+        }
         tx.commit().await?;
         Ok(victim)
+    }
+
+    async fn rename_names(
+        &self,
+        sdir: &Obj,
+        sname: &[u8],
+        ddir: &Obj,
+        dname: &[u8],
+    ) -> Result<(Obj, Option<Obj>)> {
+        let (src, dst) =
+            futures::future::join(self.lookup(sdir, sname), self.lookup(ddir, dname)).await;
+        let dst = match dst {
+            Ok(d) => Some(d),
+            Err(Errno(libc::ENOENT)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok((src?, dst))
+    }
+
+    /// Adds to `tx` the new change time of a renamed inode whose record is
+    /// not (only) in its entry: a directory's own times, a hard-linked file's
+    /// shared record.
+    async fn touch_moved(&self, tx: &mut Tx, o: &Obj, now: i64) -> Result<()> {
+        if o.kind() == Kind::Dir {
+            tx.update(
+                &self.object(o.oid)?,
+                DIR_DKEY,
+                vec![time_iod(CTIME_AKEY, now)],
+                cond::NONE,
+            );
+        } else if o.inode.shared {
+            let mut r = self.record(o).await?;
+            r.ctime = now;
+            r.shared = false;
+            tx.update(
+                &self.object(o.oid)?,
+                INODE_DKEY,
+                vec![single(INODE_AKEY, r.encode())],
+                cond::DKEY_UPDATE,
+            );
+        }
+        Ok(())
     }
 
     /// A new name `name` in `dir` for the file `o` (a hard link).
@@ -961,11 +1179,13 @@ impl Dfs {
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EPERM));
         }
+        let _held = self.lock_records(&[o.oid]).await;
         let file = self.object(o.oid)?;
         let dd = self.object(dir.oid)?;
         let mut r = self.record(o).await?;
         r.nlink += 1;
-        r.ctime = now_ns();
+        let now = now_ns();
+        r.ctime = now;
         let mut rec = r.clone();
         rec.shared = false;
         let stub = Inode {
@@ -973,7 +1193,7 @@ impl Dfs {
             ..r.clone()
         };
         let mut tx = self.cont.tx();
-        if o.inode.shared {
+        if r.shared {
             tx.update(
                 &file,
                 INODE_DKEY,
@@ -1002,6 +1222,7 @@ impl Dfs {
             vec![single(INODE_AKEY, stub.encode())],
             cond::DKEY_INSERT,
         );
+        touch_dir(&mut tx, &dd, now);
         tx.commit().await?;
         Ok(Obj {
             oid: o.oid,

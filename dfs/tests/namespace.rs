@@ -292,7 +292,7 @@ async fn posix_namespace() {
         .unwrap();
     assert_eq!(
         fs.rename(&d, b"sub", &root, b"empty", 0).await.unwrap(),
-        Some(empty.oid)
+        Some((empty.oid, true))
     );
     let moved_sub = fs.lookup(&root, b"empty").await.unwrap();
     assert_eq!(fs.lookup(&moved_sub, b"leaf").await.unwrap().name, b"leaf");
@@ -303,6 +303,105 @@ async fn posix_namespace() {
         fs.rename(&d, b"e2", &root, b"empty", 0).await.unwrap_err(),
         e(libc::ENOTEMPTY)
     );
+
+    // A directory's link count is 2 plus its subdirectories; its mtime and
+    // ctime move with every change to its entries, and concurrent creates
+    // from many tasks lose none of it.
+    const DIR: u32 = libc::S_IFDIR | 0o755;
+    let t = fs
+        .create(&root, b"times", DIR, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let stat = |o: dfs::Obj| {
+        let fs = fs.clone();
+        async move { fs.getattr(&o).await.unwrap() }
+    };
+    let t0 = stat(t.clone()).await;
+    assert_eq!(t0.nlink, 2);
+    let root0 = stat(root.clone()).await;
+    let tick = || tokio::time::sleep(Duration::from_millis(2));
+    tick().await;
+    let c1 = fs
+        .create(&t, b"c1", DIR, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let t1 = stat(t.clone()).await;
+    assert_eq!(t1.nlink, 3);
+    assert!(
+        t1.mtime > t0.mtime && t1.ctime > t0.ctime,
+        "mkdir: {t0:?} {t1:?}"
+    );
+    tick().await;
+    fs.create(&t, b"file", REG, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let t2 = stat(t.clone()).await;
+    assert_eq!(t2.nlink, 3, "a file is no subdirectory");
+    assert!(t2.mtime > t1.mtime, "create");
+    // utimes on a directory sets exactly what it is given; ctime moves on.
+    tick().await;
+    let set = fs
+        .setattr(
+            &t,
+            &SetAttr {
+                mtime: Some(1_000_000_007),
+                ..SetAttr::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(set.mtime, 1_000_000_007);
+    assert!(set.ctime > t2.ctime);
+    assert_eq!(stat(t.clone()).await.mtime, 1_000_000_007);
+    // rename of a directory across parents moves the link; both parents
+    // and the moved directory change.
+    tick().await;
+    let c1_0 = stat(c1.clone()).await;
+    fs.rename(&t, b"c1", &root, b"c1-moved", 0).await.unwrap();
+    let (t3, root1) = (stat(t.clone()).await, stat(root.clone()).await);
+    assert_eq!((t3.nlink, root1.nlink), (2, root0.nlink + 1));
+    assert!(t3.mtime > set.ctime && root1.mtime > root0.mtime);
+    let c1_1 = stat(fs.lookup(&root, b"c1-moved").await.unwrap()).await;
+    assert!(c1_1.ctime > c1_0.ctime, "a renamed directory's ctime");
+    // EXCHANGE of a directory and a file across parents swaps the links.
+    fs.rename(&root, b"c1-moved", &t, b"file", rename_flags::EXCHANGE)
+        .await
+        .unwrap();
+    assert_eq!(stat(t.clone()).await.nlink, 3);
+    assert_eq!(stat(root.clone()).await.nlink, root0.nlink);
+    assert_eq!(
+        fs.lookup(&root, b"c1-moved").await.unwrap().kind(),
+        Kind::File
+    );
+    // Renaming within one directory keeps the count.
+    fs.rename(&t, b"file", &t, b"c1", 0).await.unwrap();
+    assert_eq!(stat(t.clone()).await.nlink, 3);
+    // link and unlink change the directory's times.
+    let t4 = stat(t.clone()).await;
+    tick().await;
+    let moved_file = fs.lookup(&root, b"c1-moved").await.unwrap();
+    fs.link(&moved_file, &t, b"hard").await.unwrap();
+    let t5 = stat(t.clone()).await;
+    assert!(t5.mtime > t4.mtime && t5.ctime > t4.ctime, "link");
+    tick().await;
+    fs.unlink(&t, b"hard").await.unwrap();
+    let t6 = stat(t.clone()).await;
+    assert!(t6.mtime > t5.mtime, "unlink");
+    tick().await;
+    fs.rmdir(&t, b"c1").await.unwrap();
+    let t7 = stat(t.clone()).await;
+    assert_eq!(t7.nlink, 2);
+    assert!(t7.mtime > t6.mtime, "rmdir");
+    let many = futures::future::join_all((0..24).map(|i| {
+        let (fs, t) = (fs.clone(), t.clone());
+        async move {
+            fs.create(&t, format!("m{i}").as_bytes(), DIR, 0, 0, Special::None)
+                .await
+                .unwrap();
+        }
+    }));
+    many.await;
+    assert_eq!(stat(t.clone()).await.nlink, 26);
 
     // symlinks, FIFOs, sockets
     let s = fs
@@ -337,7 +436,21 @@ async fn posix_namespace() {
     fs.write(&h, 0, Bytes::from_static(b"shared"))
         .await
         .unwrap();
+    let stale = fs.lookup(&root, b"h1").await.unwrap();
     let h2 = fs.link(&h, &d, b"h2").await.unwrap();
+    // A copy read before the link (a listing's) still changes the one
+    // shared record, never the stub in its entry.
+    fs.setattr(
+        &stale,
+        &SetAttr {
+            uid: Some(7),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs.getattr(&h2).await.unwrap().uid, 7);
+    assert_eq!(fs.getattr(&stale).await.unwrap().nlink, 2);
     let h1 = fs.lookup(&root, b"h1").await.unwrap();
     assert_eq!(fs.getattr(&h1).await.unwrap().nlink, 2);
     assert_eq!(fs.getattr(&h2).await.unwrap().nlink, 2);
@@ -362,7 +475,21 @@ async fn posix_namespace() {
         e(libc::EPERM)
     );
     assert_eq!(fs.unlink(&root, b"h1").await.unwrap(), (h.oid, false));
-    assert_eq!(fs.unlink(&d, b"h2").await.unwrap(), (h.oid, false));
+    // A rename over one name of a linked file leaves the others.
+    let h3_0 = fs.getattr(&h3).await.unwrap();
+    fs.create(&d, b"over", REG, 0, 0, Special::None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(
+        fs.rename(&d, b"over", &d, b"h2", 0).await.unwrap(),
+        Some((h.oid, false))
+    );
+    let h3_1 = fs.getattr(&h3).await.unwrap();
+    assert_eq!(h3_1.nlink, 1);
+    assert!(h3_1.ctime > h3_0.ctime);
+    let over = fs.lookup(&d, b"h2").await.unwrap();
+    assert_eq!(fs.unlink(&d, b"h2").await.unwrap(), (over.oid, true));
     let h3 = fs.lookup(&root, b"h3").await.unwrap();
     assert_eq!(fs.getattr(&h3).await.unwrap().nlink, 1);
     assert_eq!(&fs.read(&h3, 0, 6).await.unwrap()[..], b"shared");

@@ -299,9 +299,24 @@ impl Core {
         if let Some(a) = self.attrs.get(&ino) {
             return Ok(a);
         }
-        let a = self.dfs.getattr(&o).await?;
-        self.cached(&a);
-        Ok(a)
+        match self.dfs.getattr(&o).await {
+            Ok(a) => {
+                self.cached(&a);
+                Ok(a)
+            }
+            // No name reaches it any more: a rename or unlink (here, in the
+            // moment before it is marked, or on another client) took its
+            // last name while the kernel still holds it. It is an unlinked
+            // inode, as a local filesystem would show it.
+            Err(Errno(libc::ENOENT)) => {
+                let mut o = o;
+                o.inode.shared = false;
+                let mut a = self.dfs.entry_attr(&o).await?;
+                a.nlink = 0;
+                Ok(a)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr, Errno> {
@@ -364,6 +379,8 @@ impl Core {
             .dfs
             .create(&dir, name, mode, owner.uid, gid, special)
             .await?;
+        // The parent's times and (for a directory) link count changed.
+        self.changed(parent);
         let a = attr_of_new(&o, self.blksize());
         lock(&self.inodes).remember(o);
         self.cached(&a);
@@ -380,6 +397,7 @@ impl Core {
         let (oid, last) = self.dfs.unlink(&dir, name).await?;
         // Other names of a hard-linked file see its link count drop.
         self.changed(ino_of(oid));
+        self.changed(parent);
         if last {
             self.gone(oid).await;
         }
@@ -391,6 +409,7 @@ impl Core {
         let o = self.dfs.lookup(&dir, name).await?;
         self.dfs.rmdir(&dir, name).await?;
         self.changed(ino_of(o.oid));
+        self.changed(parent);
         let mut t = lock(&self.inodes);
         if let Some(e) = t.get_mut(ino_of(o.oid)) {
             e.orphan = true;
@@ -409,9 +428,15 @@ impl Core {
         let sdir = self.dir(parent)?;
         let ddir = self.dir(newparent)?;
         let victim = self.dfs.rename(&sdir, name, &ddir, newname, flags).await?;
-        if let Some(oid) = victim {
+        self.changed(parent);
+        self.changed(newparent);
+        if let Some((oid, last)) = victim {
+            // A replaced name of a hard-linked file: the others see its link
+            // count drop.
             self.changed(ino_of(oid));
-            self.gone(oid).await;
+            if last {
+                self.gone(oid).await;
+            }
         }
         // Keep the table's (parent, name) current: a non-shared record lives
         // in the entry.
@@ -430,6 +455,7 @@ impl Core {
         let o = self.obj(ino)?;
         let dir = self.dir(newparent)?;
         let n = self.dfs.link(&o, &dir, newname).await?;
+        self.changed(newparent);
         let a = self.dfs.getattr(&n).await?;
         lock(&self.inodes).remember(n);
         self.cached(&a);
@@ -494,6 +520,7 @@ impl Core {
             .await
         {
             Ok(o) => {
+                self.changed(parent);
                 let a = attr_of_new(&o, self.blksize());
                 lock(&self.inodes).remember(o);
                 self.cached(&a);

@@ -130,6 +130,78 @@ fn cpath(p: &Path) -> CString {
 }
 
 /// Every operation through a foreground dfuse, then SIGTERM.
+fn flock_of(kind: i32, start: i64, len: i64) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = kind as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l.l_start = start;
+    l.l_len = len;
+    l
+}
+
+/// POSIX record locks belong to processes: a child locks bytes 0..100 of
+/// `path`; this process sees the lock (F_GETLK names the child), cannot take
+/// it, may lock the bytes after it, and gets it once the child exits.
+fn fcntl_locks_between_processes(path: &Path) {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    let mut locked = [0i32; 2];
+    let mut release = [0i32; 2];
+    // SAFETY: plain pipe/fork; the child only calls async-signal-safe
+    // functions (fcntl, write, read, _exit) before it exits.
+    unsafe {
+        assert_eq!(libc::pipe(locked.as_mut_ptr()), 0);
+        assert_eq!(libc::pipe(release.as_mut_ptr()), 0);
+    }
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0);
+    if child == 0 {
+        unsafe {
+            let l = flock_of(libc::F_WRLCK, 0, 100);
+            let ok: u8 = (libc::fcntl(fd, libc::F_SETLK, &l) == 0).into();
+            libc::write(locked[1], (&ok as *const u8).cast(), 1);
+            let mut b = 0u8;
+            libc::read(release[0], (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let mut ok = 0u8;
+    assert_eq!(
+        unsafe { libc::read(locked[0], (&mut ok as *mut u8).cast(), 1) },
+        1
+    );
+    assert_eq!(ok, 1, "the child took its lock");
+    let mut probe = flock_of(libc::F_WRLCK, 50, 10);
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_GETLK, &mut probe) }, 0);
+    assert_eq!(i32::from(probe.l_type), libc::F_WRLCK);
+    assert_eq!(probe.l_pid, child, "F_GETLK names the holder");
+    let want = flock_of(libc::F_WRLCK, 50, 10);
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETLK, &want) }, -1);
+    let e = std::io::Error::last_os_error().raw_os_error();
+    assert!(
+        matches!(e, Some(libc::EAGAIN) | Some(libc::EACCES)),
+        "{e:?}"
+    );
+    let after = flock_of(libc::F_WRLCK, 100, 10);
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETLK, &after) }, 0);
+    unsafe {
+        libc::write(release[1], (&ok as *const u8).cast(), 1);
+        let mut status = 0;
+        assert_eq!(libc::waitpid(child, &mut status, 0), child);
+        for p in [locked, release] {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
+    }
+    // The child's exit released its lock: a blocking lock is granted now.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETLKW, &want) }, 0);
+}
+
 fn exercise(mnt: &Path) {
     // create/write/read/stat
     let a = mnt.join("a.txt");
@@ -398,6 +470,7 @@ fn exercise(mnt: &Path) {
         0
     );
     drop((l1, l2));
+    fcntl_locks_between_processes(&lk);
 
     // real tools: cp -a a source tree in, compare
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");

@@ -145,6 +145,24 @@ pub async fn coordinate(
         )
         .into());
     }
+    if parts.len() == 1 {
+        // The coordinator is the only participant: prepare and commit in one
+        // visit of its target, so the log takes both records in one write.
+        let mut bulk = parts[0].bulk.clone();
+        let ops = vos_dtx_ops(&parts[0].ops, &mut bulk)?;
+        let p = pool.to_string();
+        return e
+            .targets()
+            .run(ctgt, move |ts| {
+                ts.change(&p, epoch, |v| {
+                    if v.dtx_state(id) == DtxState::Unknown {
+                        v.dtx_prepare(id, epoch, ops.clone())?;
+                    }
+                    v.dtx_commit(id)
+                })
+            })
+            .await;
+    }
     let who: Vec<(u32, u32)> = parts.iter().map(|p| (p.rank, p.tgt)).collect();
     let results = join_all(
         parts

@@ -358,6 +358,11 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
                     out.keys = keys;
                     a
                 }
+                pb::EnumKind::EnumAkeyCount => {
+                    let (keys, a) = v.list_akeys(oid, epoch, &dkey, &anchor, max)?;
+                    out.count = keys.len() as u64;
+                    a
+                }
                 pb::EnumKind::EnumRecxs => {
                     let (recxs, a) = v.list_recxs(oid, epoch, &dkey, &akey, &anchor, max)?;
                     out.recxs = recxs

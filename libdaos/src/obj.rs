@@ -548,6 +548,27 @@ impl Object {
         }
     }
 
+    /// How many akeys `dkey` holds (the engine counts; no keys are sent).
+    pub async fn count_akeys(&self, dkey: &[u8]) -> Result<u64, Error> {
+        let (v, shards) = self.group_of(dkey)?;
+        let mut n = 0;
+        let mut anchor = Vec::new();
+        loop {
+            let r = self
+                .enumerate_group(
+                    &shards,
+                    v,
+                    enum_req(pb::EnumKind::EnumAkeyCount, dkey, anchor, 4096),
+                )
+                .await?;
+            n += r.count;
+            if r.eof {
+                return Ok(n);
+            }
+            anchor = r.anchor;
+        }
+    }
+
     /// The largest dkey of the object and, for `akey`, one past its highest
     /// record under that dkey (over all groups).
     pub async fn query_max(&self, akey: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, Error> {
