@@ -97,6 +97,10 @@ pub type Svc = Rdb<PoolDb, CartTransport>;
 #[derive(Default)]
 pub struct Services {
     map: Mutex<BTreeMap<String, Arc<Svc>>>,
+    /// Held from "is it running?" to "it is in the map": a pool create the
+    /// server re-sends while the first start is still opening the replica's
+    /// files finds it running instead of racing it for the directory lock.
+    starting: tokio::sync::Mutex<()>,
 }
 
 impl Services {
@@ -128,6 +132,7 @@ pub async fn start(e: &Arc<Engine>, rec: &ShardRec) -> Result<()> {
     let Some(svc) = rec.svc.clone() else {
         return Ok(());
     };
+    let _starting = e.svcs.starting.lock().await;
     if !svc.svc_ranks.contains(&svc.rank) || e.svcs.get(&rec.pool_uuid).is_some() {
         return Ok(());
     }
