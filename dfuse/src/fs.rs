@@ -236,9 +236,11 @@ impl Core {
 
     /// The mode and group of a new entry in `parent`: in a set-group-ID
     /// directory it takes the directory's group, and a new directory keeps
-    /// the set-group-ID bit (as local filesystems do).
-    async fn inherit(&self, parent: u64, mode: u32, gid: u32) -> Result<(u32, u32), Errno> {
-        let p = self.getattr(parent).await?;
+    /// the set-group-ID bit (as local filesystems do). The parent's mode and
+    /// group come from the table (refreshed by every lookup and by setattr
+    /// through this mount), not from the engines: a create costs no stat.
+    fn inherit(&self, parent: u64, mode: u32, gid: u32) -> Result<(u32, u32), Errno> {
+        let p = self.obj(parent)?.inode;
         if p.mode & libc::S_ISGID == 0 {
             return Ok((mode, gid));
         }
@@ -329,6 +331,11 @@ impl Core {
         if !orphan {
             let a = self.dfs.setattr(&o, s).await?;
             self.cached(&a);
+            // What `inherit` reads of a directory.
+            if let Some(e) = lock(&self.inodes).get_mut(ino) {
+                e.obj.inode.mode = a.mode;
+                e.obj.inode.gid = a.gid;
+            }
             return Ok(a);
         }
         // No entry holds an orphan's record: change the size on the object
@@ -374,7 +381,7 @@ impl Core {
         special: Special<'_>,
     ) -> Result<Attr, Errno> {
         let dir = self.dir(parent)?;
-        let (mode, gid) = self.inherit(parent, mode, owner.gid).await?;
+        let (mode, gid) = self.inherit(parent, mode, owner.gid)?;
         let o = self
             .dfs
             .create(&dir, name, mode, owner.uid, gid, special)
@@ -513,7 +520,7 @@ impl Core {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return Err(Errno(libc::EINVAL));
         }
-        let (mode, gid) = self.inherit(parent, mode, owner.gid).await?;
+        let (mode, gid) = self.inherit(parent, mode, owner.gid)?;
         let a = match self
             .dfs
             .create(&dir, name, mode, owner.uid, gid, Special::None)
