@@ -192,6 +192,28 @@ pub enum Special<'a> {
     Symlink(&'a [u8]),
 }
 
+/// What an unlink or rmdir did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    /// The inode whose name went.
+    pub oid: ObjectId,
+    /// That was its last name: free it once nobody has it open.
+    pub last: bool,
+    /// The directory's new modification and change time.
+    pub at: i64,
+}
+
+/// What `stat` shows that an inode record does not hold.
+enum Outside {
+    Size(u64),
+    Dir {
+        mtime: Option<i64>,
+        ctime: Option<i64>,
+        nlink: u32,
+    },
+    Nothing,
+}
+
 /// Changes `setattr` makes; `None` leaves a field alone.
 #[derive(Debug, Clone, Default)]
 pub struct SetAttr {
@@ -563,30 +585,65 @@ impl Dfs {
 
     /// The attributes of `o`, read now.
     pub async fn getattr(&self, o: &Obj) -> Result<Attr> {
-        let r = self.record(o).await?;
-        self.attr_of(o.oid, &r).await
+        // The record and what lives outside it are fetched at once: a kind
+        // never changes, and a stub carries the file's chunk size.
+        let (r, x) = futures::future::join(
+            self.record(o),
+            self.outside(o.oid, o.kind(), o.inode.chunk_size),
+        )
+        .await;
+        self.attr_from(o.oid, &r?, x?)
     }
 
     async fn attr_of(&self, oid: ObjectId, r: &Inode) -> Result<Attr> {
         let kind = Kind::of_mode(r.mode).ok_or(Errno(libc::EIO))?;
-        let (mut mtime, mut ctime, mut nlink) = (r.mtime, r.ctime, r.nlink.max(1));
-        if kind == Kind::Dir {
-            let (m, c, subdirs) = self.dir_state(oid).await?;
-            mtime = m.unwrap_or(mtime);
-            ctime = c.unwrap_or(ctime);
-            nlink = u32::try_from(subdirs.saturating_add(2)).unwrap_or(u32::MAX);
-        }
-        let size = match kind {
+        let x = self.outside(oid, kind, r.chunk_size).await?;
+        self.attr_from(oid, r, x)
+    }
+
+    /// What `stat` shows that the record does not hold: a file's size, a
+    /// directory's own times and link count.
+    async fn outside(&self, oid: ObjectId, kind: Kind, chunk_size: u64) -> Result<Outside> {
+        Ok(match kind {
             Kind::File => {
-                let cs = if r.chunk_size == 0 {
+                let cs = if chunk_size == 0 {
                     self.chunk_size
                 } else {
-                    r.chunk_size
+                    chunk_size
                 };
-                self.cont.array(oid, cs)?.size().await?
+                Outside::Size(self.cont.array(oid, cs)?.size().await?)
             }
-            Kind::Symlink => r.symlink.len() as u64,
-            Kind::Dir => 4096,
+            Kind::Dir => {
+                let (m, c, subdirs) = self.dir_state(oid).await?;
+                Outside::Dir {
+                    mtime: m,
+                    ctime: c,
+                    nlink: u32::try_from(subdirs.saturating_add(2)).unwrap_or(u32::MAX),
+                }
+            }
+            _ => Outside::Nothing,
+        })
+    }
+
+    fn attr_from(&self, oid: ObjectId, r: &Inode, x: Outside) -> Result<Attr> {
+        let kind = Kind::of_mode(r.mode).ok_or(Errno(libc::EIO))?;
+        let (mut mtime, mut ctime, mut nlink) = (r.mtime, r.ctime, r.nlink.max(1));
+        let size = match (kind, x) {
+            (Kind::File, Outside::Size(s)) => s,
+            (
+                Kind::Dir,
+                Outside::Dir {
+                    mtime: m,
+                    ctime: c,
+                    nlink: n,
+                },
+            ) => {
+                mtime = m.unwrap_or(mtime);
+                ctime = c.unwrap_or(ctime);
+                nlink = n;
+                4096
+            }
+            (Kind::Symlink, _) => r.symlink.len() as u64,
             _ => 0,
         };
         Ok(Attr {
@@ -661,14 +718,27 @@ impl Dfs {
     /// Changes mode, owner, size or times.
     pub async fn setattr(&self, o: &Obj, s: &SetAttr) -> Result<Attr> {
         let _held = self.lock_records(&[o.oid]).await;
-        let mut r = self.record(o).await?;
-        let now = now_ns();
-        if let Some(size) = s.size {
-            match Kind::of_mode(r.mode) {
-                Some(Kind::File) => self.array(o)?.set_size(size).await?,
-                Some(Kind::Dir) => return Err(Errno(libc::EISDIR)),
-                _ => return Err(Errno(libc::EINVAL)),
+        let kind = o.kind();
+        let (r, x) = match s.size {
+            Some(size) => {
+                match kind {
+                    Kind::File => self.array(o)?.set_size(size).await?,
+                    Kind::Dir => return Err(Errno(libc::EISDIR)),
+                    _ => return Err(Errno(libc::EINVAL)),
+                }
+                (self.record(o).await, Ok(Outside::Size(size)))
             }
+            None => {
+                futures::future::join(
+                    self.record(o),
+                    self.outside(o.oid, kind, o.inode.chunk_size),
+                )
+                .await
+            }
+        };
+        let (mut r, mut x) = (r?, x?);
+        let now = now_ns();
+        if s.size.is_some() {
             r.mtime = now;
             r.ctime = now;
         }
@@ -695,18 +765,26 @@ impl Dfs {
         if let Some(t) = s.ctime {
             r.ctime = t;
         }
-        self.write_record(o, &r).await?;
-        if Kind::of_mode(r.mode) == Some(Kind::Dir) {
+        if let Outside::Dir { mtime, ctime, .. } = &mut x {
             // A directory's times are read from its own object.
             let mut iods = vec![time_iod(CTIME_AKEY, r.ctime)];
+            *ctime = Some(r.ctime);
             if s.mtime.is_some() {
                 iods.push(time_iod(MTIME_AKEY, r.mtime));
+                *mtime = Some(r.mtime);
             }
-            self.object(o.oid)?
-                .update(DIR_DKEY, &iods, cond::NONE)
-                .await?;
+            let d = self.object(o.oid)?;
+            let (a, b) = futures::future::join(
+                self.write_record(o, &r),
+                d.update(DIR_DKEY, &iods, cond::NONE),
+            )
+            .await;
+            a?;
+            b?;
+        } else {
+            self.write_record(o, &r).await?;
         }
-        self.attr_of(o.oid, &r).await
+        self.attr_from(o.oid, &r, x)
     }
 
     /// Creates an entry of the type `mode` names: a regular file, a
@@ -938,10 +1016,10 @@ impl Dfs {
         }
     }
 
-    /// Removes a non-directory entry. Returns the file's object and whether
+    /// Removes a non-directory entry. Returns the file's object, whether
     /// that was its last name (then the caller frees the object once nobody
-    /// has the file open).
-    pub async fn unlink(&self, dir: &Obj, name: &[u8]) -> Result<(ObjectId, bool)> {
+    /// has the file open) and the directory's new times.
+    pub async fn unlink(&self, dir: &Obj, name: &[u8]) -> Result<Removed> {
         let o = self.lookup(dir, name).await?;
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EISDIR));
@@ -970,14 +1048,22 @@ impl Dfs {
                 );
             }
             tx.commit().await?;
-            return Ok((o.oid, r.nlink == 0));
+            return Ok(Removed {
+                oid: o.oid,
+                last: r.nlink == 0,
+                at: now,
+            });
         }
         tx.commit().await?;
-        Ok((o.oid, true))
+        Ok(Removed {
+            oid: o.oid,
+            last: true,
+            at: now,
+        })
     }
 
-    /// Removes an empty directory.
-    pub async fn rmdir(&self, dir: &Obj, name: &[u8]) -> Result<()> {
+    /// Removes an empty directory; returns what [`Dfs::unlink`] does.
+    pub async fn rmdir(&self, dir: &Obj, name: &[u8]) -> Result<Removed> {
         let o = self.lookup(dir, name).await?;
         if o.kind() != Kind::Dir {
             return Err(Errno(libc::ENOTDIR));
@@ -986,13 +1072,18 @@ impl Dfs {
             return Err(Errno(libc::ENOTEMPTY));
         }
         let d = self.object(dir.oid)?;
+        let now = now_ns();
         let mut tx = self.cont.tx();
         tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
-        touch_dir(&mut tx, &d, now_ns());
+        touch_dir(&mut tx, &d, now);
         mark_subdir(&mut tx, &d, name, false);
         tx.commit().await?;
         self.object(o.oid)?.punch().await?;
-        Ok(())
+        Ok(Removed {
+            oid: o.oid,
+            last: true,
+            at: now,
+        })
     }
 
     /// Frees an object nobody names or has open any more.

@@ -474,7 +474,13 @@ async fn posix_namespace() {
         fs.link(&d, &root, b"dirlink").await.unwrap_err(),
         e(libc::EPERM)
     );
-    assert_eq!(fs.unlink(&root, b"h1").await.unwrap(), (h.oid, false));
+    assert_eq!(
+        fs.unlink(&root, b"h1")
+            .await
+            .map(|r| (r.oid, r.last))
+            .unwrap(),
+        (h.oid, false)
+    );
     // A rename over one name of a linked file leaves the others.
     let h3_0 = fs.getattr(&h3).await.unwrap();
     fs.create(&d, b"over", REG, 0, 0, Special::None)
@@ -489,11 +495,18 @@ async fn posix_namespace() {
     assert_eq!(h3_1.nlink, 1);
     assert!(h3_1.ctime > h3_0.ctime);
     let over = fs.lookup(&d, b"h2").await.unwrap();
-    assert_eq!(fs.unlink(&d, b"h2").await.unwrap(), (over.oid, true));
+    assert_eq!(
+        fs.unlink(&d, b"h2").await.map(|r| (r.oid, r.last)).unwrap(),
+        (over.oid, true)
+    );
     let h3 = fs.lookup(&root, b"h3").await.unwrap();
     assert_eq!(fs.getattr(&h3).await.unwrap().nlink, 1);
     assert_eq!(&fs.read(&h3, 0, 6).await.unwrap()[..], b"shared");
-    let freed = fs.unlink(&root, b"h3").await.unwrap();
+    let freed = fs
+        .unlink(&root, b"h3")
+        .await
+        .map(|r| (r.oid, r.last))
+        .unwrap();
     assert_eq!(freed, (h.oid, true), "the last name gone: free the object");
     fs.free(h.oid).await.unwrap();
 

@@ -92,6 +92,12 @@ pub struct Core {
     pub caching: Caching,
     /// Attributes by inode, for the attribute timeout (empty when caching is off).
     attrs: moka::sync::Cache<u64, Attr>,
+    /// Extended attributes known to be absent, for the attribute timeout:
+    /// the kernel asks for `security.capability` before every write(2) to
+    /// know whether to drop it, and the answer is nearly always "none".
+    xattr_absent: moka::sync::Cache<(u64, Vec<u8>), ()>,
+    /// Inodes created here that have no extended attributes at all yet.
+    bare: moka::sync::Cache<u64, ()>,
     /// Serializes appends done here (without write-back) so two do not land
     /// at the same size.
     append_lock: tokio::sync::Mutex<()>,
@@ -193,6 +199,22 @@ impl Core {
                 })
                 .time_to_live(caching.attr.max(Duration::from_millis(1)))
                 .build(),
+            xattr_absent: moka::sync::Cache::builder()
+                .max_capacity(if caching.attr.is_zero() {
+                    0
+                } else {
+                    ATTR_CACHE_ENTRIES
+                })
+                .time_to_live(caching.attr.max(Duration::from_millis(1)))
+                .build(),
+            bare: moka::sync::Cache::builder()
+                .max_capacity(if caching.attr.is_zero() {
+                    0
+                } else {
+                    ATTR_CACHE_ENTRIES
+                })
+                .time_to_live(caching.attr.max(Duration::from_millis(1)))
+                .build(),
             caching,
             append_lock: tokio::sync::Mutex::new(()),
         })
@@ -260,6 +282,33 @@ impl Core {
 
     fn changed(&self, ino: u64) {
         self.attrs.invalidate(&ino);
+    }
+
+    /// An entry of directory `dir` was created or removed at `t` (the time
+    /// dfs gave the directory), changing its link count by `links`: its
+    /// cached attributes follow, so the kernel's next stat of the directory
+    /// (it asks after every such change) needs no engine.
+    fn dir_changed(&self, dir: u64, t: i64, links: i32) {
+        self.attrs.entry(dir).and_compute_with(|e| match e {
+            Some(e) => {
+                let mut a = e.into_value();
+                a.mtime = t;
+                a.ctime = t;
+                a.nlink = a.nlink.saturating_add_signed(links);
+                moka::ops::compute::Op::Put(a)
+            }
+            None => moka::ops::compute::Op::Nop,
+        });
+    }
+
+    /// `o` was just created in directory `parent` (with the parent's new
+    /// times as its own). A new inode has no extended attributes yet.
+    fn created(&self, parent: u64, o: &Obj) {
+        let links = if o.kind() == Kind::Dir { 1 } else { 0 };
+        self.dir_changed(parent, o.inode.ctime, links);
+        if !self.caching.attr.is_zero() {
+            self.bare.insert(ino_of(o.oid), ());
+        }
     }
 
     /// The number of inodes the table holds (the root included).
@@ -386,8 +435,7 @@ impl Core {
             .dfs
             .create(&dir, name, mode, owner.uid, gid, special)
             .await?;
-        // The parent's times and (for a directory) link count changed.
-        self.changed(parent);
+        self.created(parent, &o);
         let a = attr_of_new(&o, self.blksize());
         lock(&self.inodes).remember(o);
         self.cached(&a);
@@ -401,10 +449,10 @@ impl Core {
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
-        let (oid, last) = self.dfs.unlink(&dir, name).await?;
+        let dfs::Removed { oid, last, at } = self.dfs.unlink(&dir, name).await?;
         // Other names of a hard-linked file see its link count drop.
         self.changed(ino_of(oid));
-        self.changed(parent);
+        self.dir_changed(parent, at, 0);
         if last {
             self.gone(oid).await;
         }
@@ -414,9 +462,9 @@ impl Core {
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
         let o = self.dfs.lookup(&dir, name).await?;
-        self.dfs.rmdir(&dir, name).await?;
+        let gone = self.dfs.rmdir(&dir, name).await?;
         self.changed(ino_of(o.oid));
-        self.changed(parent);
+        self.dir_changed(parent, gone.at, -1);
         let mut t = lock(&self.inodes);
         if let Some(e) = t.get_mut(ino_of(o.oid)) {
             e.orphan = true;
@@ -521,25 +569,31 @@ impl Core {
             return Err(Errno(libc::EINVAL));
         }
         let (mode, gid) = self.inherit(parent, mode, owner.gid)?;
-        let a = match self
+        let (a, made) = match self
             .dfs
             .create(&dir, name, mode, owner.uid, gid, Special::None)
             .await
         {
             Ok(o) => {
-                self.changed(parent);
+                self.created(parent, &o);
                 let a = attr_of_new(&o, self.blksize());
                 lock(&self.inodes).remember(o);
                 self.cached(&a);
-                a
+                (a, true)
             }
             Err(Errno(libc::EEXIST)) if flags & libc::O_EXCL == 0 => {
-                self.lookup(parent, name).await?
+                (self.lookup(parent, name).await?, false)
             }
             Err(e) => return Err(e),
         };
-        let (fh, _) = self.open(a.ino, flags & !libc::O_CREAT).await?;
-        let a = if flags & libc::O_TRUNC != 0 {
+        // A file made just now is empty: O_TRUNC has nothing to do.
+        let open_flags = if made {
+            flags & !(libc::O_CREAT | libc::O_TRUNC)
+        } else {
+            flags & !libc::O_CREAT
+        };
+        let (fh, _) = self.open(a.ino, open_flags).await?;
+        let a = if open_flags & libc::O_TRUNC != 0 {
             self.getattr(a.ino).await?
         } else {
             a
@@ -701,12 +755,25 @@ impl Core {
         flags: i32,
     ) -> Result<(), Errno> {
         let o = self.obj(ino)?;
-        self.dfs.setxattr(&o, name, value, flags).await
+        self.bare.invalidate(&ino);
+        let r = self.dfs.setxattr(&o, name, value, flags).await;
+        // After the change: a lookup that raced it may have just said "absent".
+        self.bare.invalidate(&ino);
+        self.xattr_absent.invalidate(&(ino, name.to_vec()));
+        r
     }
 
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
+        let key = (ino, name.to_vec());
+        if self.bare.contains_key(&ino) || self.xattr_absent.contains_key(&key) {
+            return Err(Errno(libc::ENODATA));
+        }
         let o = self.obj(ino)?;
-        self.dfs.getxattr(&o, name).await
+        let r = self.dfs.getxattr(&o, name).await;
+        if r == Err(Errno(libc::ENODATA)) && !self.caching.attr.is_zero() {
+            self.xattr_absent.insert(key, ());
+        }
+        r
     }
 
     /// The names, each followed by a NUL, as listxattr(2) returns them.
@@ -722,6 +789,7 @@ impl Core {
 
     pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), Errno> {
         let o = self.obj(ino)?;
+        self.xattr_absent.invalidate(&(ino, name.to_vec()));
         self.dfs.removexattr(&o, name).await
     }
 
