@@ -72,7 +72,8 @@ cleanup() {
     umount "$bsrc" 2>/dev/null || true
     umount "$tmpfs" 2>/dev/null || true
     "$repo/scripts/local-system.sh" wipe "$data/sys" >/dev/null 2>&1 || true
-    rm -rf "$disk"
+    rm -rf "$disk" "$DAOS_AGENT_DIR"
+    rmdir "$tmpfs" "$bsrc" "$bmnt" "$DAOS_MOUNT" "$data" 2>/dev/null || true
 }
 trap cleanup EXIT
 mkdir -p "$tmpfs" "$disk" "$bsrc" "$bmnt"
