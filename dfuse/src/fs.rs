@@ -621,6 +621,20 @@ impl Core {
         } else {
             self.dfs.write(&o, off, data).await?;
         }
+        if !self.caching.wb {
+            // With the write-back cache the kernel keeps the times and sends
+            // them; without it a write's new mtime and ctime are ours to store.
+            let now = dfs::now_ns();
+            self.setattr(
+                ino,
+                &SetAttr {
+                    mtime: Some(now),
+                    ctime: Some(now),
+                    ..SetAttr::default()
+                },
+            )
+            .await?;
+        }
         Ok(n)
     }
 

@@ -658,6 +658,22 @@ fn dfuse_mounts() {
     f1.write_all(b"three").unwrap();
     drop(f1);
     assert_eq!(fs::read(&ap).unwrap(), b"one two three");
+    // Without the write-back cache the kernel leaves times to dfuse: a
+    // write moves mtime and ctime (make and rsync rely on it).
+    let before = fs::metadata(&ap).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    OpenOptions::new()
+        .append(true)
+        .open(&ap)
+        .unwrap()
+        .write_all(b"!")
+        .unwrap();
+    let after = fs::metadata(&ap).unwrap();
+    assert!(
+        after.modified().unwrap() > before.modified().unwrap()
+            && (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
+        "{before:?} {after:?}"
+    );
     // --multi-user: another user creates files as itself; mode bits hold.
     fs::set_permissions(env.sys.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::create_dir(nc.join("pub")).unwrap();
