@@ -974,29 +974,27 @@ impl Dfs {
             return Err(Errno(libc::ENOTDIR));
         }
         let d = self.object(dir.oid)?;
-        let (names, next) = d.list_dkeys_page(anchor, max.max(1)).await?;
-        let mut out = Vec::with_capacity(names.len());
-        // dkeys starting with NUL are the directory's own (xattrs), not entries.
-        let fetches = names
-            .into_iter()
-            .filter(|n| n.first() != Some(&0))
-            .map(|n| {
-                let d = d.clone();
-                async move {
-                    let r = self.fetch_inode(&d, &n).await;
-                    (n, r)
-                }
-            });
-        for (name, r) in futures::future::join_all(fetches).await {
-            // An entry removed since the listing is skipped.
-            if let Some(inode) = r? {
-                out.push(Obj {
-                    oid: ObjectId::new(inode.oid_hi, inode.oid_lo),
-                    parent: dir.oid,
-                    name,
-                    inode,
-                });
+        let (page, next) = d
+            .list_dkeys_page_with(anchor, max.max(1), INODE_AKEY)
+            .await?;
+        let mut out = Vec::with_capacity(page.len());
+        for (name, rec) in page {
+            // dkeys starting with NUL are the directory's own (times,
+            // markers, xattrs), not entries; an entry without a record is
+            // one being removed.
+            if name.first() == Some(&0) || rec.is_empty() {
+                continue;
             }
+            let inode = Inode::decode(&rec).map_err(|e| {
+                tracing::error!("{e}");
+                Errno(libc::EIO)
+            })?;
+            out.push(Obj {
+                oid: ObjectId::new(inode.oid_hi, inode.oid_lo),
+                parent: dir.oid,
+                name,
+                inode,
+            });
         }
         Ok((out, next))
     }

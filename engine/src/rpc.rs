@@ -350,6 +350,18 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
             let next = match kind {
                 pb::EnumKind::EnumDkeys => {
                     let (keys, a) = v.list_dkeys(oid, epoch, &anchor, max)?;
+                    if !akey.is_empty() {
+                        // One page of a directory with its entries' records:
+                        // one round trip instead of one per entry.
+                        let want = [FetchReq::Single { akey: akey.clone() }];
+                        for k in &keys {
+                            let got = v.fetch(oid, epoch, k, &want, Cond::NONE)?;
+                            out.values.push(match got.into_iter().next() {
+                                Some(FetchOut::Single(Some(d))) => d.to_vec(),
+                                _ => Vec::new(),
+                            });
+                        }
+                    }
                     out.keys = keys;
                     a
                 }

@@ -507,22 +507,50 @@ impl Object {
         anchor: Option<(usize, Vec<u8>)>,
         max: u32,
     ) -> Result<(Vec<Vec<u8>>, Option<(usize, Vec<u8>)>), Error> {
+        let (page, next) = self.dkeys_page(anchor, max, &[]).await?;
+        Ok((page.into_iter().map(|(k, _)| k).collect(), next))
+    }
+
+    /// Like [`Object::list_dkeys_page`], each dkey with its single value of
+    /// `akey` (empty when it has none), read by the engine in the same call:
+    /// a page of a directory with its entries in one round trip.
+    pub async fn list_dkeys_page_with(
+        &self,
+        anchor: Option<(usize, Vec<u8>)>,
+        max: u32,
+        akey: &[u8],
+    ) -> Result<(Vec<(Vec<u8>, Bytes)>, Option<(usize, Vec<u8>)>), Error> {
+        self.dkeys_page(anchor, max, akey).await
+    }
+
+    async fn dkeys_page(
+        &self,
+        anchor: Option<(usize, Vec<u8>)>,
+        max: u32,
+        akey: &[u8],
+    ) -> Result<(Vec<(Vec<u8>, Bytes)>, Option<(usize, Vec<u8>)>), Error> {
         let (v, l) = self.layout()?;
         let (mut g, mut a) = anchor.unwrap_or((0, Vec::new()));
         while let Some(shards) = l.groups.get(g) {
-            let r = self
-                .enumerate_group(shards, v, enum_req(pb::EnumKind::EnumDkeys, &[], a, max))
-                .await?;
+            let mut req = enum_req(pb::EnumKind::EnumDkeys, &[], a, max);
+            req.akey = akey.to_vec();
+            let r = self.enumerate_group(shards, v, req).await?;
+            let mut values = r.values.into_iter().map(Bytes::from);
+            let page: Vec<(Vec<u8>, Bytes)> = r
+                .keys
+                .into_iter()
+                .map(|k| (k, values.next().unwrap_or_default()))
+                .collect();
             if r.eof {
                 g += 1;
                 a = Vec::new();
-                if r.keys.is_empty() {
+                if page.is_empty() {
                     continue;
                 }
                 let next = (g < l.groups.len()).then_some((g, Vec::new()));
-                return Ok((r.keys, next));
+                return Ok((page, next));
             }
-            return Ok((r.keys, Some((g, r.anchor))));
+            return Ok((page, Some((g, r.anchor))));
         }
         Ok((Vec::new(), None))
     }
