@@ -868,6 +868,18 @@ impl DfuseFs {
     }
 }
 
+/// How a handle does its I/O: direct (no page cache) when caching is off or
+/// the opener asked for `O_DIRECT`, and then writes to one file from several
+/// threads run in parallel (the kernel still serialises appends and writes
+/// that grow the file), which buffered writes cannot.
+fn direct_flags(always: bool, open_flags: i32) -> FopenFlags {
+    if always || open_flags & libc::O_DIRECT != 0 {
+        FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES
+    } else {
+        FopenFlags::empty()
+    }
+}
+
 fn reply_entry(reply: ReplyEntry, r: Result<Attr, Errno>, attr_ttl: Duration, entry_ttl: Duration) {
     match r {
         Ok(a) => reply.entry_with_ttls(&attr_ttl, &entry_ttl, &fuse_attr(&a), Generation(0)),
@@ -1137,10 +1149,8 @@ impl Filesystem for DfuseFs {
         self.spawn(move |c| async move {
             match c.open(ino.0, flags.0).await {
                 Ok((fh, keep)) => {
-                    let mut f = FopenFlags::empty();
-                    if c.caching.direct_io {
-                        f |= FopenFlags::FOPEN_DIRECT_IO;
-                    } else if keep {
+                    let mut f = direct_flags(c.caching.direct_io, flags.0);
+                    if f.is_empty() && keep {
                         f |= FopenFlags::FOPEN_KEEP_CACHE;
                     }
                     reply.opened(FileHandle(fh), f);
@@ -1394,11 +1404,7 @@ impl Filesystem for DfuseFs {
         self.spawn(move |c| async move {
             match c.create(parent.0, &name, mode, flags, owner).await {
                 Ok((a, fh)) => {
-                    let f = if c.caching.direct_io {
-                        FopenFlags::FOPEN_DIRECT_IO
-                    } else {
-                        FopenFlags::empty()
-                    };
+                    let f = direct_flags(c.caching.direct_io, flags);
                     reply.created(&at, &fuse_attr(&a), Generation(0), FileHandle(fh), f);
                 }
                 Err(e) => reply.error(err(e)),
