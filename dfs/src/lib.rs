@@ -1028,34 +1028,11 @@ impl Dfs {
         let mut tx = self.cont.tx();
         tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
         touch_dir(&mut tx, &d, now);
-        if o.inode.shared {
-            let mut r = self.record(&o).await?;
-            r.nlink = r.nlink.saturating_sub(1);
-            r.ctime = now;
-            let file = self.object(o.oid)?;
-            if r.nlink == 0 {
-                tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
-            } else {
-                let mut rr = r.clone();
-                rr.shared = false;
-                tx.update(
-                    &file,
-                    INODE_DKEY,
-                    vec![single(INODE_AKEY, rr.encode())],
-                    cond::DKEY_UPDATE,
-                );
-            }
-            tx.commit().await?;
-            return Ok(Removed {
-                oid: o.oid,
-                last: r.nlink == 0,
-                at: now,
-            });
-        }
+        let last = self.drop_name(&mut tx, &o, now).await?;
         tx.commit().await?;
         Ok(Removed {
             oid: o.oid,
-            last: true,
+            last,
             at: now,
         })
     }
@@ -1162,26 +1139,7 @@ impl Dfs {
                         victim = Some((d.oid, true));
                     }
                     (false, false) => {
-                        if d.inode.shared {
-                            let mut r = self.record(d).await?;
-                            r.nlink = r.nlink.saturating_sub(1);
-                            r.ctime = now;
-                            let file = self.object(d.oid)?;
-                            victim = Some((d.oid, r.nlink == 0));
-                            if r.nlink == 0 {
-                                tx.punch_dkey(&file, INODE_DKEY, cond::NONE);
-                            } else {
-                                r.shared = false;
-                                tx.update(
-                                    &file,
-                                    INODE_DKEY,
-                                    vec![single(INODE_AKEY, r.encode())],
-                                    cond::DKEY_UPDATE,
-                                );
-                            }
-                        } else {
-                            victim = Some((d.oid, true));
-                        }
+                        victim = Some((d.oid, self.drop_name(&mut tx, d, now).await?));
                     }
                 },
                 None => {}
@@ -1251,15 +1209,42 @@ impl Dfs {
         } else if o.inode.shared {
             let mut r = self.record(o).await?;
             r.ctime = now;
-            r.shared = false;
-            tx.update(
-                &self.object(o.oid)?,
-                INODE_DKEY,
-                vec![single(INODE_AKEY, r.encode())],
-                cond::DKEY_UPDATE,
-            );
+            self.put_shared(tx, o.oid, &r, cond::DKEY_UPDATE)?;
         }
         Ok(())
+    }
+
+    /// Adds to `tx` the write of `r` as file `oid`'s shared record.
+    fn put_shared(&self, tx: &mut Tx, oid: ObjectId, r: &Inode, c: u32) -> Result<()> {
+        // The authoritative record itself is never a stub.
+        let rec = Inode {
+            shared: false,
+            ..r.clone()
+        };
+        tx.update(
+            &self.object(oid)?,
+            INODE_DKEY,
+            vec![single(INODE_AKEY, rec.encode())],
+            c,
+        );
+        Ok(())
+    }
+
+    /// Adds to `tx` what removing one name of the non-directory `o` does to
+    /// its record (the caller holds its lock); whether that was its last name.
+    async fn drop_name(&self, tx: &mut Tx, o: &Obj, now: i64) -> Result<bool> {
+        if !o.inode.shared {
+            return Ok(true);
+        }
+        let mut r = self.record(o).await?;
+        r.nlink = r.nlink.saturating_sub(1);
+        r.ctime = now;
+        if r.nlink == 0 {
+            tx.punch_dkey(&self.object(o.oid)?, INODE_DKEY, cond::NONE);
+        } else {
+            self.put_shared(tx, o.oid, &r, cond::DKEY_UPDATE)?;
+        }
+        Ok(r.nlink == 0)
     }
 
     /// A new name `name` in `dir` for the file `o` (a hard link).
@@ -1269,35 +1254,22 @@ impl Dfs {
             return Err(Errno(libc::EPERM));
         }
         let _held = self.lock_records(&[o.oid]).await;
-        let file = self.object(o.oid)?;
         let dd = self.object(dir.oid)?;
         let mut r = self.record(o).await?;
         r.nlink += 1;
         let now = now_ns();
         r.ctime = now;
-        let mut rec = r.clone();
-        rec.shared = false;
         let stub = Inode {
             shared: true,
             ..r.clone()
         };
         let mut tx = self.cont.tx();
         if r.shared {
-            tx.update(
-                &file,
-                INODE_DKEY,
-                vec![single(INODE_AKEY, rec.encode())],
-                cond::DKEY_UPDATE,
-            );
+            self.put_shared(&mut tx, o.oid, &r, cond::DKEY_UPDATE)?;
         } else {
             // First link: the record moves into the file's object; the old
             // entry becomes a stub like the new one.
-            tx.update(
-                &file,
-                INODE_DKEY,
-                vec![single(INODE_AKEY, rec.encode())],
-                cond::NONE,
-            );
+            self.put_shared(&mut tx, o.oid, &r, cond::NONE)?;
             tx.update(
                 &self.object(o.parent)?,
                 &o.name,

@@ -92,16 +92,34 @@ pub struct Core {
     pub caching: Caching,
     /// Attributes by inode, for the attribute timeout (empty when caching is off).
     attrs: moka::sync::Cache<u64, Attr>,
-    /// Extended attributes known to be absent, for the attribute timeout:
-    /// the kernel asks for `security.capability` before every write(2) to
-    /// know whether to drop it, and the answer is nearly always "none".
-    xattr_absent: moka::sync::Cache<(u64, Vec<u8>), ()>,
-    /// Inodes created here that have no extended attributes at all yet.
-    bare: moka::sync::Cache<u64, ()>,
+    /// Inodes known to have no `security.capability`, for the attribute
+    /// timeout: the kernel asks for it before every write(2) to know whether
+    /// to drop it, and the answer is nearly always "none".
+    no_caps: moka::sync::Cache<u64, ()>,
     /// Serializes appends done here (without write-back) so two do not land
     /// at the same size.
     append_lock: tokio::sync::Mutex<()>,
 }
+
+/// A daemon-side cache whose entries live for the attribute timeout (none
+/// when caching is off).
+fn attr_timed_cache<K, V>(caching: &Caching) -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(if caching.attr.is_zero() {
+            0
+        } else {
+            ATTR_CACHE_ENTRIES
+        })
+        .time_to_live(caching.attr.max(Duration::from_millis(1)))
+        .build()
+}
+
+/// The xattr the kernel asks for before every write(2).
+const CAPS_XATTR: &[u8] = b"security.capability";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere does not make the table wrong: keep serving.
@@ -191,30 +209,8 @@ impl Core {
             inodes: Mutex::new(InodeTable::new(root)),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            attrs: moka::sync::Cache::builder()
-                .max_capacity(if caching.attr.is_zero() {
-                    0
-                } else {
-                    ATTR_CACHE_ENTRIES
-                })
-                .time_to_live(caching.attr.max(Duration::from_millis(1)))
-                .build(),
-            xattr_absent: moka::sync::Cache::builder()
-                .max_capacity(if caching.attr.is_zero() {
-                    0
-                } else {
-                    ATTR_CACHE_ENTRIES
-                })
-                .time_to_live(caching.attr.max(Duration::from_millis(1)))
-                .build(),
-            bare: moka::sync::Cache::builder()
-                .max_capacity(if caching.attr.is_zero() {
-                    0
-                } else {
-                    ATTR_CACHE_ENTRIES
-                })
-                .time_to_live(caching.attr.max(Duration::from_millis(1)))
-                .build(),
+            attrs: attr_timed_cache(&caching),
+            no_caps: attr_timed_cache(&caching),
             caching,
             append_lock: tokio::sync::Mutex::new(()),
         })
@@ -306,9 +302,22 @@ impl Core {
     fn created(&self, parent: u64, o: &Obj) {
         let links = if o.kind() == Kind::Dir { 1 } else { 0 };
         self.dir_changed(parent, o.inode.ctime, links);
+        self.no_caps_known(ino_of(o.oid));
+    }
+
+    fn no_caps_known(&self, ino: u64) {
         if !self.caching.attr.is_zero() {
-            self.bare.insert(ino_of(o.oid), ());
+            self.no_caps.insert(ino, ());
         }
+    }
+
+    /// What `stat` shows of `o` once no name reaches it: its last record,
+    /// no links.
+    async fn unlinked_attr(&self, mut o: Obj) -> Result<Attr, Errno> {
+        o.inode.shared = false;
+        let mut a = self.dfs.entry_attr(&o).await?;
+        a.nlink = 0;
+        Ok(a)
     }
 
     /// The number of inodes the table holds (the root included).
@@ -343,9 +352,7 @@ impl Core {
             (e.obj.clone(), e.orphan)
         };
         if orphan {
-            let mut a = self.dfs.entry_attr(&o).await?;
-            a.nlink = 0;
-            return Ok(a);
+            return self.unlinked_attr(o).await;
         }
         if let Some(a) = self.attrs.get(&ino) {
             return Ok(a);
@@ -359,13 +366,7 @@ impl Core {
             // moment before it is marked, or on another client) took its
             // last name while the kernel still holds it. It is an unlinked
             // inode, as a local filesystem would show it.
-            Err(Errno(libc::ENOENT)) => {
-                let mut o = o;
-                o.inode.shared = false;
-                let mut a = self.dfs.entry_attr(&o).await?;
-                a.nlink = 0;
-                Ok(a)
-            }
+            Err(Errno(libc::ENOENT)) => self.unlinked_attr(o).await,
             Err(e) => Err(e),
         }
     }
@@ -415,9 +416,7 @@ impl Core {
             r.ctime = s.ctime.unwrap_or(now);
             e.obj.clone()
         };
-        let mut a = self.dfs.entry_attr(&o).await?;
-        a.nlink = 0;
-        Ok(a)
+        self.unlinked_attr(o).await
     }
 
     /// mknod, mkdir, symlink: a new entry and one lookup on it.
@@ -769,23 +768,23 @@ impl Core {
         flags: i32,
     ) -> Result<(), Errno> {
         let o = self.obj(ino)?;
-        self.bare.invalidate(&ino);
         let r = self.dfs.setxattr(&o, name, value, flags).await;
-        // After the change: a lookup that raced it may have just said "absent".
-        self.bare.invalidate(&ino);
-        self.xattr_absent.invalidate(&(ino, name.to_vec()));
+        if name == CAPS_XATTR {
+            // After the change: a lookup that raced it may have just said "absent".
+            self.no_caps.invalidate(&ino);
+        }
         r
     }
 
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
-        let key = (ino, name.to_vec());
-        if self.bare.contains_key(&ino) || self.xattr_absent.contains_key(&key) {
+        let caps = name == CAPS_XATTR;
+        if caps && self.no_caps.contains_key(&ino) {
             return Err(Errno(libc::ENODATA));
         }
         let o = self.obj(ino)?;
         let r = self.dfs.getxattr(&o, name).await;
-        if r == Err(Errno(libc::ENODATA)) && !self.caching.attr.is_zero() {
-            self.xattr_absent.insert(key, ());
+        if caps && r == Err(Errno(libc::ENODATA)) {
+            self.no_caps_known(ino);
         }
         r
     }
@@ -803,7 +802,6 @@ impl Core {
 
     pub async fn removexattr(&self, ino: u64, name: &[u8]) -> Result<(), Errno> {
         let o = self.obj(ino)?;
-        self.xattr_absent.invalidate(&(ino, name.to_vec()));
         self.dfs.removexattr(&o, name).await
     }
 

@@ -371,8 +371,8 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
                     a
                 }
                 pb::EnumKind::EnumAkeyCount => {
-                    let (keys, a) = v.list_akeys(oid, epoch, &dkey, &anchor, max)?;
-                    out.count = keys.len() as u64;
+                    let (n, a) = v.count_akeys(oid, epoch, &dkey, &anchor, max)?;
+                    out.count = n;
                     a
                 }
                 pb::EnumKind::EnumRecxs => {

@@ -557,43 +557,40 @@ impl Object {
 
     /// Every akey under `dkey`.
     pub async fn list_akeys(&self, dkey: &[u8]) -> Result<Vec<Vec<u8>>, Error> {
-        let (v, shards) = self.group_of(dkey)?;
         let mut out = Vec::new();
-        let mut anchor = Vec::new();
-        loop {
-            let r = self
-                .enumerate_group(
-                    &shards,
-                    v,
-                    enum_req(pb::EnumKind::EnumAkeys, dkey, anchor, 1024),
-                )
-                .await?;
-            out.extend(r.keys);
-            if r.eof {
-                return Ok(out);
-            }
-            anchor = r.anchor;
-        }
+        self.akey_pages(dkey, pb::EnumKind::EnumAkeys, 1024, |r| out.extend(r.keys))
+            .await?;
+        Ok(out)
     }
 
     /// How many akeys `dkey` holds (the engine counts; no keys are sent).
     pub async fn count_akeys(&self, dkey: &[u8]) -> Result<u64, Error> {
-        let (v, shards) = self.group_of(dkey)?;
         let mut n = 0;
+        self.akey_pages(dkey, pb::EnumKind::EnumAkeyCount, 4096, |r| n += r.count)
+            .await?;
+        Ok(n)
+    }
+
+    /// Runs an akey enumeration of `dkey` to its end, handing each page to `page`.
+    async fn akey_pages(
+        &self,
+        dkey: &[u8],
+        kind: pb::EnumKind,
+        max: u32,
+        mut page: impl FnMut(pb::EnumResp),
+    ) -> Result<(), Error> {
+        let (v, shards) = self.group_of(dkey)?;
         let mut anchor = Vec::new();
         loop {
-            let r = self
-                .enumerate_group(
-                    &shards,
-                    v,
-                    enum_req(pb::EnumKind::EnumAkeyCount, dkey, anchor, 4096),
-                )
+            let mut r = self
+                .enumerate_group(&shards, v, enum_req(kind, dkey, anchor, max))
                 .await?;
-            n += r.count;
-            if r.eof {
-                return Ok(n);
+            let eof = r.eof;
+            anchor = std::mem::take(&mut r.anchor);
+            page(r);
+            if eof {
+                return Ok(());
             }
-            anchor = r.anchor;
         }
     }
 

@@ -191,31 +191,37 @@ fn meta(tag: &Tag, files: u64, size: usize) -> Result<()> {
     emit(tag, "ls_f_cold", v, "entries/s", cold_note(cold, None))?;
 
     let cold = drop_caches();
-    let t = Instant::now();
-    let mut n = 0;
-    for p in &names {
-        if t.elapsed() >= budget {
-            break;
-        }
+    let (v, note) = each_within(&names, budget, |p| {
         fs::symlink_metadata(p).with_context(|| format!("stat {}", p.display()))?;
-        n += 1;
-    }
-    let (v, note) = rate(n, names.len() as u64, t.elapsed());
+        Ok(())
+    })?;
     emit(tag, "stat_cold", v, "ops/s", cold_note(cold, note))?;
 
-    let t = Instant::now();
-    let mut n = 0;
-    for p in &names {
-        if t.elapsed() >= budget {
-            break;
-        }
-        fs::remove_file(p).with_context(|| format!("unlink {}", p.display()))?;
-        n += 1;
-    }
-    let (v, note) = rate(n, names.len() as u64, t.elapsed());
+    let (v, note) = each_within(&names, budget, |p| {
+        fs::remove_file(p).with_context(|| format!("unlink {}", p.display()))
+    })?;
     emit(tag, "unlink", v, "ops/s", note)?;
     fs::remove_dir_all(&d)?;
     Ok(())
+}
+
+/// Runs `op` on each path until the budget is spent; the rate and a note if
+/// it stopped early.
+fn each_within(
+    paths: &[PathBuf],
+    budget: Duration,
+    mut op: impl FnMut(&Path) -> Result<()>,
+) -> Result<(f64, Option<String>)> {
+    let t = Instant::now();
+    let mut n = 0;
+    for p in paths {
+        if t.elapsed() >= budget {
+            break;
+        }
+        op(p)?;
+        n += 1;
+    }
+    Ok(rate(n, paths.len() as u64, t.elapsed()))
 }
 
 /// Runs `cmd` in `dir` with a deadline; its wall time.

@@ -870,6 +870,35 @@ impl Vos {
         anchor: &Anchor,
         max: usize,
     ) -> Result<(Vec<Vec<u8>>, Anchor)> {
+        let mut keys = Vec::new();
+        let next = self.walk_akeys(oid, epoch, dkey, anchor, max, |k| keys.push(k.to_vec()))?;
+        Ok((keys, next))
+    }
+
+    /// Counts the visible akeys of a dkey at `epoch` (at most `max` from the
+    /// anchor), copying none.
+    pub fn count_akeys(
+        &self,
+        oid: Oid,
+        epoch: u64,
+        dkey: &[u8],
+        anchor: &Anchor,
+        max: usize,
+    ) -> Result<(u64, Anchor)> {
+        let mut n = 0;
+        let next = self.walk_akeys(oid, epoch, dkey, anchor, max, |_| n += 1)?;
+        Ok((n, next))
+    }
+
+    fn walk_akeys(
+        &self,
+        oid: Oid,
+        epoch: u64,
+        dkey: &[u8],
+        anchor: &Anchor,
+        max: usize,
+        take: impl FnMut(&[u8]),
+    ) -> Result<Anchor> {
         check_max(max)?;
         if let Some((id, e)) = self.img.lock_conflict(oid, Some(dkey), Some(epoch)) {
             return Err(in_progress(oid, dkey, id, e));
@@ -880,12 +909,16 @@ impl Vos {
             .get(&oid)
             .and_then(|o| o.dkeys.get(dkey).map(|d| (o, d)))
         else {
-            return Ok((Vec::new(), eof_anchor(anchor)));
+            return Ok(eof_anchor(anchor));
         };
         let p = index::punch_le(&o.punches, epoch).max(index::punch_le(&d.punches, epoch));
-        list_keys(&d.akeys, anchor, max, |a| {
-            Image::akey_visible_in(a, epoch, p)
-        })
+        walk_keys(
+            &d.akeys,
+            anchor,
+            max,
+            |a| Image::akey_visible_in(a, epoch, p),
+            take,
+        )
     }
 
     /// Lists the visible record ranges of an array akey at `epoch`, in index
@@ -1538,8 +1571,22 @@ fn list_keys<V>(
     max: usize,
     visible: impl Fn(&V) -> bool,
 ) -> Result<(Vec<Vec<u8>>, Anchor)> {
+    let mut out = Vec::new();
+    let next = walk_keys(m, anchor, max, visible, |k| out.push(k.to_vec()))?;
+    Ok((out, next))
+}
+
+/// Hands `take` up to `max` keys of `m` after the anchor for which `visible`
+/// holds; the anchor after them.
+fn walk_keys<V>(
+    m: &std::collections::BTreeMap<Vec<u8>, V>,
+    anchor: &Anchor,
+    max: usize,
+    visible: impl Fn(&V) -> bool,
+    mut take: impl FnMut(&[u8]),
+) -> Result<Anchor> {
     if anchor.eof {
-        return Ok((Vec::new(), anchor.clone()));
+        return Ok(anchor.clone());
     }
     let iter: Box<dyn Iterator<Item = (&Vec<u8>, &V)>> = match &anchor.after {
         None => Box::new(m.iter()),
@@ -1548,22 +1595,20 @@ fn list_keys<V>(
             std::ops::Bound::Unbounded,
         ))),
     };
-    let mut out = Vec::new();
+    let mut n = 0;
     for (k, v) in iter {
         if visible(v) {
-            out.push(k.clone());
-            if out.len() == max {
-                return Ok((
-                    out,
-                    Anchor {
-                        after: Some(k.clone()),
-                        eof: false,
-                    },
-                ));
+            take(k);
+            n += 1;
+            if n == max {
+                return Ok(Anchor {
+                    after: Some(k.clone()),
+                    eof: false,
+                });
             }
         }
     }
-    Ok((out, eof_anchor(anchor)))
+    Ok(eof_anchor(anchor))
 }
 
 fn in_progress(oid: Oid, dkey: &[u8], id: DtxId, epoch: u64) -> Error {
