@@ -30,6 +30,13 @@
 //! through one mount never lose each other's fields. Two clients changing one
 //! record at the same moment are last-writer-wins, field by whole record.
 //!
+//! A change of nothing but a non-directory's times ([`Dfs::set_times`]: the
+//! kernel's write-back of mtime at close, `utimensat`) is one blind write of
+//! akeys beside the record ([`ATIME_AKEY`], [`MTIME_AKEY`], [`CTIME_AKEY`]),
+//! no read. Every reader of a record takes the times from them where present
+//! ([`with_times`]), and every write of a whole authoritative record writes
+//! them too ([`record_iods`]): the times are always the last written.
+//!
 //! Dependency rule: depends on `libdaos` (and through it `proto`, `placement`).
 
 pub mod layout;
@@ -90,17 +97,25 @@ pub type Result<T> = std::result::Result<T, Errno>;
 
 /// The akey of an entry's inode record (DAOS's name).
 pub const INODE_AKEY: &[u8] = b"DFS_INODE";
+/// A non-directory's times, beside its record (same dkey): each an i64 of
+/// ns since the epoch, little-endian. Where present they override the
+/// record's own.
+pub const ATIME_AKEY: &[u8] = b"DFS_ATIME";
+pub const MTIME_AKEY: &[u8] = b"DFS_MTIME";
+pub const CTIME_AKEY: &[u8] = b"DFS_CTIME";
+/// What a reader of a record fetches: the record, then its times akeys.
+const RECORD_AKEYS: [&[u8]; 4] = [INODE_AKEY, ATIME_AKEY, MTIME_AKEY, CTIME_AKEY];
 /// The dkey holding a hard-linked file's authoritative record in its own object.
 pub const INODE_DKEY: &[u8] = b"\0inode";
 /// Extended attributes are akeys `x:NAME` under this dkey of the inode's own object.
 pub const XATTR_DKEY: &[u8] = b"\0xattr";
 const XATTR_PREFIX: &[u8] = b"x:";
-/// A directory's own times: akeys [`MTIME_AKEY`] and [`CTIME_AKEY`], each an
+/// A directory's own times: akeys [`DIR_MTIME_AKEY`] and [`DIR_CTIME_AKEY`], each an
 /// i64 of ns since the epoch, little-endian. Absent (a directory nothing was
 /// done in yet), the record's times stand.
 pub const DIR_DKEY: &[u8] = b"\0dir";
-const MTIME_AKEY: &[u8] = b"mtime";
-const CTIME_AKEY: &[u8] = b"ctime";
+const DIR_MTIME_AKEY: &[u8] = b"mtime";
+const DIR_CTIME_AKEY: &[u8] = b"ctime";
 /// One akey per subdirectory, its name, under this dkey of a directory's object.
 pub const SUBDIRS_DKEY: &[u8] = b"\0subdirs";
 const SB_DKEY: &[u8] = b"DFS_SB_METADATA";
@@ -285,13 +300,51 @@ fn time_iod(akey: &[u8], t: i64) -> Iod {
     single(akey, t.to_le_bytes().to_vec())
 }
 
+fn i64_at(b: &[u8], at: usize) -> Option<i64> {
+    let a: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
+    Some(i64::from_le_bytes(a))
+}
+
+/// `r` with the times written beside it (`a`, `m`, `c`: the values of
+/// [`ATIME_AKEY`], [`MTIME_AKEY`], [`CTIME_AKEY`], empty where absent).
+pub fn with_times(mut r: Inode, a: &[u8], m: &[u8], c: &[u8]) -> Inode {
+    r.atime = i64_at(a, 0).unwrap_or(r.atime);
+    r.mtime = i64_at(m, 0).unwrap_or(r.mtime);
+    r.ctime = i64_at(c, 0).unwrap_or(r.ctime);
+    r
+}
+
+/// The write of `r` as an authoritative record: the record and its times
+/// akeys, so no older blind time write outlives it.
+fn record_iods(r: &Inode) -> Vec<Iod> {
+    vec![
+        single(INODE_AKEY, r.encode()),
+        time_iod(ATIME_AKEY, r.atime),
+        time_iod(MTIME_AKEY, r.mtime),
+        time_iod(CTIME_AKEY, r.ctime),
+    ]
+}
+
+/// A record from the values of [`RECORD_AKEYS`] (`None`: no record).
+fn decode_record(v: &[Bytes]) -> Result<Option<Inode>> {
+    let part = |i: usize| v.get(i).map(|b| b.as_ref()).unwrap_or_default();
+    if part(0).is_empty() {
+        return Ok(None);
+    }
+    let r = Inode::decode(part(0)).map_err(|e| {
+        tracing::error!("{e}");
+        Errno(libc::EIO)
+    })?;
+    Ok(Some(with_times(r, part(1), part(2), part(3))))
+}
+
 /// Adds to `tx` what a change to the entries of directory `dir` does to it:
 /// new modification and change times.
 fn touch_dir(tx: &mut Tx, dir: &Object, now: i64) {
     tx.update(
         dir,
         DIR_DKEY,
-        vec![time_iod(MTIME_AKEY, now), time_iod(CTIME_AKEY, now)],
+        vec![time_iod(DIR_MTIME_AKEY, now), time_iod(DIR_CTIME_AKEY, now)],
         cond::NONE,
     );
 }
@@ -496,24 +549,15 @@ impl Dfs {
         Ok(self.cont.array(o.oid, cs)?)
     }
 
+    /// The record under `dkey` of `obj`, its times akeys merged in.
     async fn fetch_inode(&self, obj: &Object, dkey: &[u8]) -> Result<Option<Inode>> {
-        let f = obj
-            .fetch(
-                dkey,
-                &[FetchIod::Single {
-                    akey: INODE_AKEY.to_vec(),
-                }],
-                EPOCH_LATEST,
-                cond::NONE,
-            )
-            .await?;
-        match f.into_iter().next() {
-            Some(x) if x.found => Inode::decode(&x.data).map(Some).map_err(|e| {
-                tracing::error!("{e}");
-                Errno(libc::EIO)
-            }),
-            _ => Ok(None),
-        }
+        let iods = RECORD_AKEYS.map(|a| FetchIod::Single { akey: a.to_vec() });
+        let f = obj.fetch(dkey, &iods, EPOCH_LATEST, cond::NONE).await?;
+        let v: Vec<Bytes> = f
+            .into_iter()
+            .map(|x| if x.found { x.data } else { Bytes::new() })
+            .collect();
+        decode_record(&v)
     }
 
     /// Where the extended attributes of `o` live: its own object, so they
@@ -667,7 +711,7 @@ impl Dfs {
     /// subdirectories it has.
     async fn dir_state(&self, oid: ObjectId) -> Result<(Option<i64>, Option<i64>, u64)> {
         let o = self.object(oid)?;
-        let iods = [MTIME_AKEY, CTIME_AKEY].map(|a| FetchIod::Single { akey: a.to_vec() });
+        let iods = [DIR_MTIME_AKEY, DIR_CTIME_AKEY].map(|a| FetchIod::Single { akey: a.to_vec() });
         let (times, subdirs) = futures::future::join(
             o.fetch(DIR_DKEY, &iods, EPOCH_LATEST, cond::NONE),
             o.count_akeys(SUBDIRS_DKEY),
@@ -703,7 +747,40 @@ impl Dfs {
         // The authoritative record itself is never a stub.
         let mut r = r.clone();
         r.shared = false;
-        obj.update(&dkey, &[single(INODE_AKEY, r.encode())], cond::DKEY_UPDATE)
+        obj.update(&dkey, &record_iods(&r), cond::DKEY_UPDATE)
+            .await
+            .map_err(|e| {
+                if e.der() == Der::NONEXIST {
+                    Errno(libc::ENOENT)
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Sets times of a non-directory without reading its record: one blind
+    /// write beside it (see the module docs). ENOENT if its entry is gone.
+    pub async fn set_times(
+        &self,
+        o: &Obj,
+        atime: Option<i64>,
+        mtime: Option<i64>,
+        ctime: i64,
+    ) -> Result<()> {
+        if o.kind() == Kind::Dir {
+            return Err(Errno(libc::EISDIR));
+        }
+        let _held = self.lock_records(&[o.oid]).await;
+        let (obj, dkey) = if o.inode.shared {
+            (self.object(o.oid)?, INODE_DKEY.to_vec())
+        } else {
+            (self.object(o.parent)?, o.name.clone())
+        };
+        let mut iods = vec![time_iod(CTIME_AKEY, ctime)];
+        iods.extend(atime.map(|t| time_iod(ATIME_AKEY, t)));
+        iods.extend(mtime.map(|t| time_iod(MTIME_AKEY, t)));
+        obj.update(&dkey, &iods, cond::DKEY_UPDATE)
             .await
             .map_err(|e| {
                 if e.der() == Der::NONEXIST {
@@ -767,10 +844,10 @@ impl Dfs {
         }
         if let Outside::Dir { mtime, ctime, .. } = &mut x {
             // A directory's times are read from its own object.
-            let mut iods = vec![time_iod(CTIME_AKEY, r.ctime)];
+            let mut iods = vec![time_iod(DIR_CTIME_AKEY, r.ctime)];
             *ctime = Some(r.ctime);
             if s.mtime.is_some() {
-                iods.push(time_iod(MTIME_AKEY, r.mtime));
+                iods.push(time_iod(DIR_MTIME_AKEY, r.mtime));
                 *mtime = Some(r.mtime);
             }
             let d = self.object(o.oid)?;
@@ -975,20 +1052,19 @@ impl Dfs {
         }
         let d = self.object(dir.oid)?;
         let (page, next) = d
-            .list_dkeys_page_with(anchor, max.max(1), INODE_AKEY)
+            .list_dkeys_page_with(anchor, max.max(1), &RECORD_AKEYS)
             .await?;
         let mut out = Vec::with_capacity(page.len());
-        for (name, rec) in page {
+        for (name, values) in page {
             // dkeys starting with NUL are the directory's own (times,
             // markers, xattrs), not entries; an entry without a record is
             // one being removed.
-            if name.first() == Some(&0) || rec.is_empty() {
+            if name.first() == Some(&0) {
                 continue;
             }
-            let inode = Inode::decode(&rec).map_err(|e| {
-                tracing::error!("{e}");
-                Errno(libc::EIO)
-            })?;
+            let Some(inode) = decode_record(&values)? else {
+                continue;
+            };
             out.push(Obj {
                 oid: ObjectId::new(inode.oid_hi, inode.oid_lo),
                 parent: dir.oid,
@@ -1113,13 +1189,13 @@ impl Dfs {
             tx.update(
                 &sd,
                 sname,
-                vec![single(INODE_AKEY, changed_record(dst, now).encode())],
+                record_iods(&changed_record(dst, now)),
                 cond::DKEY_UPDATE,
             );
             tx.update(
                 &dd,
                 dname,
-                vec![single(INODE_AKEY, changed_record(&src, now).encode())],
+                record_iods(&changed_record(&src, now)),
                 cond::DKEY_UPDATE,
             );
         } else {
@@ -1151,7 +1227,7 @@ impl Dfs {
                 cond::DKEY_INSERT
             };
             let rec = changed_record(&src, now);
-            tx.update(&dd, dname, vec![single(INODE_AKEY, rec.encode())], c);
+            tx.update(&dd, dname, record_iods(&rec), c);
         }
         // What the renamed inodes' change times need outside their entries.
         self.touch_moved(&mut tx, &src, now).await?;
@@ -1203,7 +1279,7 @@ impl Dfs {
             tx.update(
                 &self.object(o.oid)?,
                 DIR_DKEY,
-                vec![time_iod(CTIME_AKEY, now)],
+                vec![time_iod(DIR_CTIME_AKEY, now)],
                 cond::NONE,
             );
         } else if o.inode.shared {
@@ -1221,12 +1297,7 @@ impl Dfs {
             shared: false,
             ..r.clone()
         };
-        tx.update(
-            &self.object(oid)?,
-            INODE_DKEY,
-            vec![single(INODE_AKEY, rec.encode())],
-            c,
-        );
+        tx.update(&self.object(oid)?, INODE_DKEY, record_iods(&rec), c);
         Ok(())
     }
 

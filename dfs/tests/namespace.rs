@@ -551,3 +551,85 @@ async fn posix_namespace() {
     let r2 = again.root().await.unwrap();
     assert_eq!(again.lookup(&r2, b"a.txt").await.unwrap().oid, f.oid);
 }
+
+/// Times set without the record (the write-back cache's mtime at close) are
+/// what every reader sees, survive later whole-record changes, and never
+/// leak onto another file through a reused name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_written_beside_the_record() {
+    let (_sys, fs) = setup().await;
+    let root = fs.root().await.unwrap();
+    let f = fs
+        .create(&root, b"f", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let (at, mt, ct) = (1_000_000_001, 2_000_000_002, 3_000_000_003);
+    fs.set_times(&f, Some(at), Some(mt), ct).await.unwrap();
+    let a = fs.getattr(&f).await.unwrap();
+    assert_eq!((a.atime, a.mtime, a.ctime), (at, mt, ct));
+    let l = fs.lookup(&root, b"f").await.unwrap();
+    assert_eq!((l.inode.atime, l.inode.mtime, l.inode.ctime), (at, mt, ct));
+    let (page, _) = fs.readdir(&root, None, 16).await.unwrap();
+    let listed = page.iter().find(|o| o.name == b"f").unwrap();
+    assert_eq!(
+        (listed.inode.atime, listed.inode.mtime),
+        (at, mt),
+        "readdir(plus) shows the times written beside the record"
+    );
+
+    // A whole-record change keeps them (and moves ctime on).
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    let a = fs.setattr(&l, &chmod).await.unwrap();
+    assert_eq!((a.mode, a.atime, a.mtime), (REG | 0o600, at, mt));
+    assert!(a.ctime > ct);
+    // ...and a later blind write of one time leaves the other alone.
+    let mt2 = 4_000_000_004;
+    fs.set_times(&l, None, Some(mt2), dfs::now_ns())
+        .await
+        .unwrap();
+    let a = fs.getattr(&l).await.unwrap();
+    assert_eq!((a.mode, a.atime, a.mtime), (REG | 0o600, at, mt2));
+
+    // Renamed over a name whose old file had its own times: the moved file
+    // keeps its times, not the victim's.
+    let v = fs
+        .create(&root, b"victim", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    fs.set_times(&v, Some(7), Some(8), 9).await.unwrap();
+    fs.rename(&root, b"f", &root, b"victim", 0).await.unwrap();
+    let moved = fs.lookup(&root, b"victim").await.unwrap();
+    assert_eq!(moved.oid, f.oid);
+    assert_eq!((moved.inode.atime, moved.inode.mtime), (at, mt2));
+
+    // A hard-linked file's times live with its shared record: set through
+    // one name, seen through the other.
+    let second = fs.link(&moved, &root, b"second").await.unwrap();
+    fs.set_times(&second, None, Some(5_000_000_005), dfs::now_ns())
+        .await
+        .unwrap();
+    let first = fs.lookup(&root, b"victim").await.unwrap();
+    assert_eq!(fs.getattr(&first).await.unwrap().mtime, 5_000_000_005);
+
+    // Directories keep their own times; a name that is gone is ENOENT.
+    let d = fs
+        .create(&root, b"d", libc::S_IFDIR | 0o755, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.set_times(&d, None, Some(1), 1).await.unwrap_err(),
+        e(libc::EISDIR)
+    );
+    let g = fs
+        .create(&root, b"gone", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    fs.unlink(&root, b"gone").await.unwrap();
+    assert_eq!(
+        fs.set_times(&g, None, Some(1), 1).await.unwrap_err(),
+        e(libc::ENOENT)
+    );
+}

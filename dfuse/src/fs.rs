@@ -297,12 +297,40 @@ impl Core {
         });
     }
 
+    /// A write through this mount ended at `end`: the cached size follows
+    /// (the kernel's stat and the time write-back at close need no engine).
+    fn grown(&self, ino: u64, end: u64) {
+        self.attrs.entry(ino).and_compute_with(|e| match e {
+            Some(e) => {
+                let mut a = e.into_value();
+                a.size = a.size.max(end);
+                moka::ops::compute::Op::Put(a)
+            }
+            None => moka::ops::compute::Op::Nop,
+        });
+    }
+
     /// `o` was just created in directory `parent` (with the parent's new
     /// times as its own). A new inode has no extended attributes yet.
     fn created(&self, parent: u64, o: &Obj) {
         let links = if o.kind() == Kind::Dir { 1 } else { 0 };
         self.dir_changed(parent, o.inode.ctime, links);
         self.no_caps_known(ino_of(o.oid));
+    }
+
+    /// The last name of `ino` went at `t`: its cached attributes (if any)
+    /// become an unlinked inode's, so the kernel's stat and ctime update
+    /// that follow every unlink need no engine.
+    fn orphaned(&self, ino: u64, t: i64) {
+        self.attrs.entry(ino).and_compute_with(|e| match e {
+            Some(e) => {
+                let mut a = e.into_value();
+                a.ctime = t;
+                a.nlink = 0;
+                moka::ops::compute::Op::Put(a)
+            }
+            None => moka::ops::compute::Op::Nop,
+        });
     }
 
     fn no_caps_known(&self, ino: u64) {
@@ -351,10 +379,12 @@ impl Core {
             let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
             (e.obj.clone(), e.orphan)
         };
-        if orphan {
-            return self.unlinked_attr(o).await;
-        }
         if let Some(a) = self.attrs.get(&ino) {
+            return Ok(a);
+        }
+        if orphan {
+            let a = self.unlinked_attr(o).await?;
+            self.cached(&a);
             return Ok(a);
         }
         match self.dfs.getattr(&o).await {
@@ -372,13 +402,17 @@ impl Core {
     }
 
     pub async fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr, Errno> {
-        self.changed(ino);
         let (o, orphan) = {
             let t = lock(&self.inodes);
             let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
             (e.obj.clone(), e.orphan)
         };
+        let only_times = s.size.is_none() && s.mode.is_none() && s.uid.is_none() && s.gid.is_none();
+        if !orphan && only_times && o.kind() != Kind::Dir {
+            return self.set_times(ino, &o, s).await;
+        }
         if !orphan {
+            self.changed(ino);
             let a = self.dfs.setattr(&o, s).await?;
             self.cached(&a);
             // What `inherit` reads of a directory.
@@ -416,7 +450,40 @@ impl Core {
             r.ctime = s.ctime.unwrap_or(now);
             e.obj.clone()
         };
-        self.unlinked_attr(o).await
+        // No name reaches it, so only open handles can change its size: the
+        // cached attributes hold unless this call changed the size.
+        let a = match self.attrs.get(&ino).filter(|_| s.size.is_none()) {
+            Some(mut a) => {
+                let r = &o.inode;
+                (a.mode, a.uid, a.gid) = (r.mode, r.uid, r.gid);
+                (a.atime, a.mtime, a.ctime) = (r.atime, r.mtime, r.ctime);
+                a
+            }
+            None => self.unlinked_attr(o).await?,
+        };
+        self.cached(&a);
+        Ok(a)
+    }
+
+    /// A change of nothing but a file's times (the write-back cache's mtime
+    /// at close, `utimensat`): one blind write, and the attributes this
+    /// mount holds follow it without asking the engines again.
+    async fn set_times(&self, ino: u64, o: &Obj, s: &SetAttr) -> Result<Attr, Errno> {
+        let held = self.attrs.get(&ino);
+        self.changed(ino);
+        let ctime = s.ctime.unwrap_or_else(dfs::now_ns);
+        self.dfs.set_times(o, s.atime, s.mtime, ctime).await?;
+        let a = match held {
+            Some(mut a) => {
+                a.atime = s.atime.unwrap_or(a.atime);
+                a.mtime = s.mtime.unwrap_or(a.mtime);
+                a.ctime = ctime;
+                a
+            }
+            None => self.dfs.getattr(o).await?,
+        };
+        self.cached(&a);
+        Ok(a)
     }
 
     /// mknod, mkdir, symlink: a new entry and one lookup on it.
@@ -449,11 +516,13 @@ impl Core {
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
         let dfs::Removed { oid, last, at } = self.dfs.unlink(&dir, name).await?;
-        // Other names of a hard-linked file see its link count drop.
-        self.changed(ino_of(oid));
         self.dir_changed(parent, at, 0);
         if last {
+            self.orphaned(ino_of(oid), at);
             self.gone(oid).await;
+        } else {
+            // Other names of a hard-linked file see its link count drop.
+            self.changed(ino_of(oid));
         }
         Ok(())
     }
@@ -612,13 +681,22 @@ impl Core {
             Some(Handle::File { append: true, .. })
         );
         let n = u32::try_from(data.len()).map_err(|_| Errno(libc::EINVAL))?;
-        self.changed(ino);
-        if append {
+        let written = if append {
             let _g = self.append_lock.lock().await;
-            let size = self.dfs.size(&o).await?;
-            self.dfs.write(&o, size, data).await?;
+            let size = self.dfs.size(&o).await;
+            match size {
+                Ok(size) => self.dfs.write(&o, size, data).await.map(|()| size),
+                Err(e) => Err(e),
+            }
         } else {
-            self.dfs.write(&o, off, data).await?;
+            self.dfs.write(&o, off, data).await.map(|()| off)
+        };
+        match written {
+            Ok(at) => self.grown(ino, at.saturating_add(u64::from(n))),
+            Err(e) => {
+                self.changed(ino);
+                return Err(e);
+            }
         }
         if !self.caching.wb {
             // With the write-back cache the kernel keeps the times and sends

@@ -342,7 +342,7 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
     let max = (r.max as usize).clamp(1, 4096);
     let kind =
         pb::EnumKind::try_from(r.kind).map_err(|_| proto_err(format!("enum kind {}", r.kind)))?;
-    let (pool, dkey, akey) = (t.pool_uuid.clone(), r.dkey, r.akey);
+    let (pool, dkey, akey, with) = (t.pool_uuid.clone(), r.dkey, r.akey, r.value_akeys);
     e.targets()
         .run(t.tgt, move |ts| {
             let v = ts.vos(&pool)?;
@@ -350,16 +350,23 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
             let next = match kind {
                 pb::EnumKind::EnumDkeys => {
                     let (keys, a) = v.list_dkeys(oid, epoch, &anchor, max)?;
-                    if !akey.is_empty() {
+                    if !with.is_empty() {
                         // One page of a directory with its entries' records:
                         // one round trip instead of one per entry.
-                        let want = [FetchReq::Single { akey: akey.clone() }];
+                        let want: Vec<FetchReq> = with
+                            .iter()
+                            .map(|a| FetchReq::Single { akey: a.clone() })
+                            .collect();
+                        out.values.reserve(keys.len() * want.len());
                         for k in &keys {
                             let got = v.fetch(oid, epoch, k, &want, Cond::NONE)?;
-                            out.values.push(match got.into_iter().next() {
-                                Some(FetchOut::Single(Some(d))) => d.to_vec(),
-                                _ => Vec::new(),
-                            });
+                            let mut got = got.into_iter();
+                            for _ in &want {
+                                out.values.push(match got.next() {
+                                    Some(FetchOut::Single(Some(d))) => d.to_vec(),
+                                    _ => Vec::new(),
+                                });
+                            }
                         }
                     }
                     out.keys = keys;

@@ -511,35 +511,48 @@ impl Object {
         Ok((page.into_iter().map(|(k, _)| k).collect(), next))
     }
 
-    /// Like [`Object::list_dkeys_page`], each dkey with its single value of
-    /// `akey` (empty when it has none), read by the engine in the same call:
-    /// a page of a directory with its entries in one round trip.
+    /// Like [`Object::list_dkeys_page`], each dkey with its single values of
+    /// `akeys`, in that order (empty where it has none), read by the engine
+    /// in the same call: a page of a directory with its entries in one
+    /// round trip.
     pub async fn list_dkeys_page_with(
         &self,
         anchor: Option<(usize, Vec<u8>)>,
         max: u32,
-        akey: &[u8],
-    ) -> Result<(Vec<(Vec<u8>, Bytes)>, Option<(usize, Vec<u8>)>), Error> {
-        self.dkeys_page(anchor, max, akey).await
+        akeys: &[&[u8]],
+    ) -> Result<(Vec<(Vec<u8>, Vec<Bytes>)>, Option<(usize, Vec<u8>)>), Error> {
+        self.dkeys_page(anchor, max, akeys).await
     }
 
     async fn dkeys_page(
         &self,
         anchor: Option<(usize, Vec<u8>)>,
         max: u32,
-        akey: &[u8],
-    ) -> Result<(Vec<(Vec<u8>, Bytes)>, Option<(usize, Vec<u8>)>), Error> {
+        akeys: &[&[u8]],
+    ) -> Result<(Vec<(Vec<u8>, Vec<Bytes>)>, Option<(usize, Vec<u8>)>), Error> {
         let (v, l) = self.layout()?;
         let (mut g, mut a) = anchor.unwrap_or((0, Vec::new()));
         while let Some(shards) = l.groups.get(g) {
             let mut req = enum_req(pb::EnumKind::EnumDkeys, &[], a, max);
-            req.akey = akey.to_vec();
+            req.value_akeys = akeys.iter().map(|k| k.to_vec()).collect();
             let r = self.enumerate_group(shards, v, req).await?;
+            let n = akeys.len();
+            if r.values.len() != r.keys.len() * n {
+                return Err(DaosError::new(
+                    Der::PROTO,
+                    format!(
+                        "dkey enumeration: {} values for {} keys of {n} akeys",
+                        r.values.len(),
+                        r.keys.len()
+                    ),
+                )
+                .into());
+            }
             let mut values = r.values.into_iter().map(Bytes::from);
-            let page: Vec<(Vec<u8>, Bytes)> = r
+            let page: Vec<(Vec<u8>, Vec<Bytes>)> = r
                 .keys
                 .into_iter()
-                .map(|k| (k, values.next().unwrap_or_default()))
+                .map(|k| (k, values.by_ref().take(n).collect()))
                 .collect();
             if r.eof {
                 g += 1;
@@ -638,6 +651,7 @@ fn enum_req(kind: pb::EnumKind, dkey: &[u8], anchor: Vec<u8>, max: u32) -> pb::E
         akey: Vec::new(),
         anchor,
         max,
+        value_akeys: Vec::new(),
     }
 }
 
