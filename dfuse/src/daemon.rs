@@ -197,6 +197,12 @@ pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
     };
     tracing::info!(mountpoint = %s.mountpoint.display(), "mounted");
     mounted(Ok(()));
+    if s.fuse_fd().is_none() {
+        let mp = s.mountpoint.clone();
+        let _ = std::thread::Builder::new()
+            .name("dfuse-readahead".into())
+            .spawn(move || raise_read_ahead(&mp));
+    }
     let mut unmounter = session.unmount_callable();
     let mountpoint = s.mountpoint.clone();
     let by_fd = s.fuse_fd().is_some();
@@ -231,6 +237,41 @@ pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
     tracing::info!("session ended");
     rt.shutdown_timeout(Duration::from_secs(5));
     r.map_err(|e| Error::Fuse(format!("fuse session: {e}")))
+}
+
+/// Kernel readahead the mount gets when dfuse may set it (as root): the
+/// kernel offers FUSE 128 KiB and takes no more in the handshake, so a
+/// streaming read would wait for one 128 KiB READ at a time; with 4 MiB it
+/// keeps four 1 MiB READs in flight, spread over the file's targets.
+pub const READ_AHEAD_KB: u64 = 4096;
+
+/// Raises the mount's backing-device readahead to [`READ_AHEAD_KB`] (never
+/// lowers it). The `stat` returns once the FUSE handshake is done, which
+/// would otherwise reset the value; not being allowed (not root) is normal.
+fn raise_read_ahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata(mountpoint) {
+        Ok(m) => m.dev(),
+        Err(e) => {
+            tracing::debug!("readahead: stat {}: {e}", mountpoint.display());
+            return;
+        }
+    };
+    let knob = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    let now = std::fs::read_to_string(&knob)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match now {
+        Some(kb) if kb >= READ_AHEAD_KB => {}
+        _ => match std::fs::write(&knob, READ_AHEAD_KB.to_string()) {
+            Ok(()) => tracing::info!(kb = READ_AHEAD_KB, "readahead raised"),
+            Err(e) => tracing::debug!("readahead: {knob}: {e}"),
+        },
+    }
 }
 
 fn lazy_unmount(p: &Path) {

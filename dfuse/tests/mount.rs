@@ -637,6 +637,21 @@ fn dfuse_mounts() {
         is_mounted(&mnt)
     });
     exercise(&mnt);
+    // As root dfuse raises the mount's readahead past the 128 KiB the kernel
+    // offers FUSE, so streaming reads keep several 1 MiB READs in flight.
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::fs::MetadataExt;
+        let dev = fs::metadata(&mnt).unwrap().dev();
+        let knob = format!(
+            "/sys/class/bdi/{}:{}/read_ahead_kb",
+            libc::major(dev),
+            libc::minor(dev)
+        );
+        wait_for("readahead raised", Duration::from_secs(10), || {
+            fs::read_to_string(&knob)
+                .is_ok_and(|v| v.trim().parse::<u64>().is_ok_and(|kb| kb >= 4096))
+        });
+    }
     fs::write(mnt.join("last-words"), vec![b'z'; 300_000]).unwrap();
     let pid = fg.child.as_ref().unwrap().id() as i32;
     nix::sys::signal::kill(
