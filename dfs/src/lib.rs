@@ -955,30 +955,10 @@ impl Dfs {
 
     /// Reads up to `len` bytes at `off` (short at the end of the file).
     pub async fn read(&self, o: &Obj, off: u64, len: u64) -> Result<Bytes> {
-        self.read_sized(o, off, len, None).await
-    }
-
-    /// Like [`Dfs::read`], with the file's size already known (no size query).
-    pub async fn read_sized(
-        &self,
-        o: &Obj,
-        off: u64,
-        len: u64,
-        size: Option<u64>,
-    ) -> Result<Bytes> {
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EISDIR));
         }
-        let a = self.array(o)?;
-        let size = match size {
-            Some(s) => s,
-            None => a.size().await?,
-        };
-        if off >= size {
-            return Ok(Bytes::new());
-        }
-        let n = len.min(size - off);
-        Ok(a.read(off, n).await?)
+        Ok(self.array(o)?.read_to_size(off, len).await?)
     }
 
     /// Writes `data` at `off`.

@@ -304,15 +304,16 @@ async fn obj_fetch(e: &Arc<Engine>, r: pb::FetchReq) -> Result<(Bytes, Bytes)> {
     let mut descs = Vec::with_capacity(outs.len());
     let mut datas = Vec::with_capacity(outs.len());
     for o in outs {
-        let (found, rec_size, data) = match o {
-            FetchOut::Single(Some(d)) => (true, d.len() as u32, d),
-            FetchOut::Single(None) => (false, 0, Bytes::new()),
-            FetchOut::Array { rec_size, data } => (rec_size != 0, rec_size, data),
+        let (found, rec_size, data, hi) = match o {
+            FetchOut::Single(Some(d)) => (true, d.len() as u32, d, 0),
+            FetchOut::Single(None) => (false, 0, Bytes::new(), 0),
+            FetchOut::Array { rec_size, data, hi } => (rec_size != 0, rec_size, data, hi),
         };
         descs.push(pb::FetchOut {
             found,
             rec_size,
             data_len: data.len() as u64,
+            hi,
         });
         datas.push(data);
     }

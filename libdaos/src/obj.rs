@@ -88,6 +88,9 @@ pub struct Fetched {
     pub rec_size: u32,
     /// The value, or the records requested (holes read as zeros).
     pub data: Bytes,
+    /// For an array: one past the highest requested record holding data
+    /// (0 if none).
+    pub hi: u64,
 }
 
 /// An object of a container.
@@ -363,6 +366,7 @@ impl Object {
                                 found: o.found,
                                 rec_size: o.rec_size,
                                 data: bulk.split_to(n),
+                                hi: o.hi,
                             });
                         }
                         return Ok(out);
@@ -789,6 +793,34 @@ impl Array {
 
     /// Reads `len` bytes at `off`; what was never written reads as zeros.
     pub async fn read(&self, off: u64, len: u64) -> Result<Bytes, Error> {
+        Ok(self.fetch_range(off, len).await?.0)
+    }
+
+    /// Reads up to `len` bytes at `off`, ending at the array's size (empty at
+    /// or past it; holes before it read as zeros). The size is asked for only
+    /// when the range does not end in data: a read inside a written file is
+    /// one round trip.
+    pub async fn read_to_size(&self, off: u64, len: u64) -> Result<Bytes, Error> {
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| DaosError::new(Der::OVERFLOW, "array read past 2^64"))?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let (data, hi) = self.fetch_range(off, len).await?;
+        if hi == end {
+            return Ok(data);
+        }
+        let size = self.size().await?;
+        if off >= size {
+            return Ok(Bytes::new());
+        }
+        Ok(data.slice(..(size - off).min(len) as usize))
+    }
+
+    /// The bytes of `[off, off + len)` (zeros where nothing is) and one past
+    /// the highest byte holding data in the range's last chunk (0 if none).
+    async fn fetch_range(&self, off: u64, len: u64) -> Result<(Bytes, u64), Error> {
         let pieces = split(off, len, self.chunk);
         let calls: Vec<_> = pieces
             .into_iter()
@@ -805,28 +837,31 @@ impl Array {
                         cond::NONE,
                     )
                     .await?;
-                let data = f.into_iter().next().map(|f| f.data).unwrap_or_default();
-                Ok::<_, Error>((o, n, data))
+                let (data, hi) = f
+                    .into_iter()
+                    .next()
+                    .map(|f| (f.data, f.hi))
+                    .unwrap_or_default();
+                Ok::<_, Error>((o, n, data, hi))
             })
             .collect();
-        let parts: Vec<(u64, u64, Bytes)> = futures::stream::iter(calls)
+        let parts: Vec<(u64, u64, Bytes, u64)> = futures::stream::iter(calls)
             .buffered(ARRAY_PARALLEL)
             .try_collect()
             .await?;
-        if parts.len() == 1 {
-            if let Some((_, n, d)) = parts.first() {
-                if d.len() as u64 == *n {
-                    return Ok(d.clone());
-                }
+        let hi = parts.last().map_or(0, |p| p.3);
+        if let [(_, n, d, _)] = parts.as_slice() {
+            if d.len() as u64 == *n {
+                return Ok((d.clone(), hi));
             }
         }
         let mut out = BytesMut::zeroed(len as usize);
-        for (o, n, d) in parts {
+        for (o, n, d, _) in parts {
             let s = (o - off) as usize;
             let m = (n as usize).min(d.len());
             out[s..s + m].copy_from_slice(&d[..m]);
         }
-        Ok(out.freeze())
+        Ok((out.freeze(), hi))
     }
 
     /// Punches `[off, off + len)`: those bytes read as zeros again and their

@@ -319,6 +319,15 @@ async fn objects_across_two_engines() {
         &arr.read(0, data.len() as u64).await.unwrap()[..],
         &data[..]
     );
+    // Reads bounded by the size: whole, across the end, at the end.
+    let n = data.len() as u64;
+    assert_eq!(&arr.read_to_size(0, n).await.unwrap()[..], &data[..]);
+    assert_eq!(&arr.read_to_size(0, n + 100).await.unwrap()[..], &data[..]);
+    assert_eq!(
+        &arr.read_to_size(n - 10, 4096).await.unwrap()[..],
+        &data[data.len() - 10..]
+    );
+    assert!(arr.read_to_size(n, 10).await.unwrap().is_empty());
     // Sparse reads are zeros; truncation shrinks.
     arr.write(10 << 20, Bytes::from_static(b"end"))
         .await
@@ -326,6 +335,12 @@ async fn objects_across_two_engines() {
     assert_eq!(arr.size().await.unwrap(), (10 << 20) + 3);
     let hole = arr.read(5 << 20, 4096).await.unwrap();
     assert!(hole.iter().all(|b| *b == 0));
+    let hole = arr.read_to_size(5 << 20, 4096).await.unwrap();
+    assert!(hole.len() == 4096 && hole.iter().all(|b| *b == 0));
+    assert_eq!(
+        &arr.read_to_size((10 << 20) + 1, 100).await.unwrap()[..],
+        b"nd"
+    );
     arr.set_size(1 << 20).await.unwrap();
     assert_eq!(arr.size().await.unwrap(), 1 << 20);
     arr.set_size(2 << 20).await.unwrap();
@@ -334,6 +349,11 @@ async fn objects_across_two_engines() {
     assert!(
         tail.iter().all(|b| *b == 0),
         "truncated bytes read back as zeros"
+    );
+    let tail = arr.read_to_size(1 << 20, 4 << 20).await.unwrap();
+    assert!(
+        tail.len() == 1 << 20 && tail.iter().all(|b| *b == 0),
+        "an extended tail reads as zeros up to the size"
     );
 
     // Kill the engine holding the first replica: reads go to the other one.

@@ -664,6 +664,7 @@ impl Vos {
         let none = FetchOut::Array {
             rec_size: 0,
             data: Bytes::new(),
+            hi: 0,
         };
         let Some((a, p)) = self.img.akey_at(oid, dkey, akey, epoch) else {
             return Ok(none);
@@ -704,6 +705,7 @@ impl Vos {
                 FetchOut::Array {
                     rec_size,
                     data: Bytes::new(),
+                    hi: 0,
                 }
             } else {
                 none
@@ -722,6 +724,7 @@ impl Vos {
         }
         let mut out = vec![0u8; bytes as usize];
         let mut base = 0u64;
+        let mut hi = 0u64;
         for r in recxs {
             let (s, e) = (r.idx, r.idx + r.nr);
             let first = paint.range(..=s).next_back().map_or(s, |(k, _)| *k);
@@ -736,12 +739,14 @@ impl Vos {
                 let dst = ((base + cs - s) * rs) as usize;
                 let n = ((ce - cs) * rs) as usize;
                 self.read_into(payload, src, &mut out[dst..dst + n])?;
+                hi = hi.max(ce);
             }
             base += r.nr;
         }
         Ok(FetchOut::Array {
             rec_size,
             data: Bytes::from(out),
+            hi,
         })
     }
 

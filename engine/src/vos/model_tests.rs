@@ -521,10 +521,15 @@ impl Harness {
                                 "{oid} {dk:?} {ak:?} @{epoch}"
                             )
                         }
-                        (Some(rs), FetchOut::Array { rec_size, data }) => {
+                        (Some(rs), FetchOut::Array { rec_size, data, hi }) => {
                             let recs: Vec<Option<Vec<u8>>> = (0..64)
                                 .map(|r| m.record(oid, &dk, &ak, epoch, r).map(|x| x.1))
                                 .collect();
+                            let want_hi = recs
+                                .iter()
+                                .rposition(Option::is_some)
+                                .map_or(0, |r| r as u64 + 1);
+                            assert_eq!(hi, want_hi, "{oid} {dk:?} {ak:?} @{epoch}");
                             if recs.iter().all(|r| r.is_none()) {
                                 assert_eq!(rec_size, 0, "{oid} {dk:?} {ak:?} @{epoch}");
                                 assert!(data.is_empty());

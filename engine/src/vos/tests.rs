@@ -102,7 +102,7 @@ fn array(v: &Vos, oid: Oid, e: u64, dkey: &[u8], akey: &[u8], recxs: &[Recx]) ->
         .unwrap()
         .remove(0)
     {
-        FetchOut::Array { rec_size, data } => (rec_size, data.to_vec()),
+        FetchOut::Array { rec_size, data, .. } => (rec_size, data.to_vec()),
         o => panic!("unexpected {o:?}"),
     }
 }

@@ -172,8 +172,11 @@ pub enum FetchOut {
     /// 0), and `data` is then empty. Otherwise `data` holds `sum(nr) *
     /// rec_size` bytes, with zeros for records never written or punched.
     /// For an empty `recxs`, `rec_size` tells whether the array has any
-    /// visible record at all.
-    Array { rec_size: u32, data: Bytes },
+    /// visible record at all. `hi` is one past the highest requested record
+    /// that holds data (0 if none; DAOS's `iom_recx_hi` + 1): a reader that
+    /// sees data up to the end of its range knows the array reaches it
+    /// without asking for the size.
+    Array { rec_size: u32, data: Bytes, hi: u64 },
 }
 
 /// What a punch removes.
