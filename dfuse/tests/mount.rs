@@ -648,8 +648,11 @@ fn dfuse_mounts() {
             libc::minor(dev)
         );
         wait_for("readahead raised", Duration::from_secs(10), || {
-            fs::read_to_string(&knob)
-                .is_ok_and(|v| v.trim().parse::<u64>().is_ok_and(|kb| kb >= 4096))
+            fs::read_to_string(&knob).is_ok_and(|v| {
+                v.trim()
+                    .parse::<u64>()
+                    .is_ok_and(|kb| kb >= dfuse::daemon::READ_AHEAD_KB)
+            })
         });
     }
     fs::write(mnt.join("last-words"), vec![b'z'; 300_000]).unwrap();
