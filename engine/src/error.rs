@@ -11,6 +11,10 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
+    /// A read asked to stay in memory needs the bulk device (see
+    /// [`crate::vos::Reach`]); its caller retries on the target's thread.
+    #[error("the read needs the bulk device")]
+    NeedsDevice,
 }
 
 impl Error {
@@ -28,6 +32,7 @@ impl Error {
                 DaosError::new(Der::NOSPACE, format!("{what}: {source}"))
             }
             Error::Io { what, source } => DaosError::new(Der::IO, format!("{what}: {source}")),
+            Error::NeedsDevice => DaosError::new(Der::AGAIN, self.to_string()),
         }
     }
 }

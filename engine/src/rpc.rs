@@ -296,8 +296,8 @@ async fn obj_fetch(e: &Arc<Engine>, r: pb::FetchReq) -> Result<(Bytes, Bytes)> {
     let (pool, dkey, cond) = (t.pool_uuid.clone(), r.dkey, Cond(r.cond));
     let outs = e
         .targets()
-        .run(t.tgt, move |ts| {
-            ts.vos(&pool)?.fetch(oid, epoch, &dkey, &reqs, cond)
+        .read(t.tgt, move |ts, reach| {
+            ts.vos(&pool)?.fetch(oid, epoch, &dkey, &reqs, cond, reach)
         })
         .await?;
     // One value: its bytes go out as they are; several: concatenated once.
@@ -345,7 +345,7 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
         pb::EnumKind::try_from(r.kind).map_err(|_| proto_err(format!("enum kind {}", r.kind)))?;
     let (pool, dkey, akey, with) = (t.pool_uuid.clone(), r.dkey, r.akey, r.value_akeys);
     e.targets()
-        .run(t.tgt, move |ts| {
+        .read(t.tgt, move |ts, reach| {
             let v = ts.vos(&pool)?;
             let mut out = pb::EnumResp::default();
             let next = match kind {
@@ -360,7 +360,7 @@ async fn obj_enum(e: &Arc<Engine>, r: pb::EnumReq) -> Result<pb::EnumResp> {
                             .collect();
                         out.values.reserve(keys.len() * want.len());
                         for k in &keys {
-                            let got = v.fetch(oid, epoch, k, &want, Cond::NONE)?;
+                            let got = v.fetch(oid, epoch, k, &want, Cond::NONE, reach)?;
                             let mut got = got.into_iter();
                             for _ in &want {
                                 out.values.push(match got.next() {
@@ -417,7 +417,7 @@ async fn obj_query(e: &Arc<Engine>, r: pb::QueryKeyReq) -> Result<pb::QueryKeyRe
     let (pool, akey) = (t.pool_uuid.clone(), r.akey);
     let q = e
         .targets()
-        .run(t.tgt, move |ts| {
+        .read(t.tgt, move |ts, _| {
             let a = (!akey.is_empty()).then_some(akey.as_slice());
             ts.vos(&pool)?.query_max(oid, epoch, None, a)
         })

@@ -1,21 +1,30 @@
 //! Targets: one OS thread each, owning the VOS of every pool shard it holds.
 //!
-//! Invariants: a target's VOS instances are touched only by its own thread, so
-//! the I/O path takes no locks. Work arrives as jobs on a bounded channel (a
-//! full channel makes senders wait: back-pressure, not an unbounded queue).
-//! The thread runs every job it finds waiting, then makes the batch durable
-//! with one flush per VOS it changed (group commit), and only then answers
-//! the batch: no caller hears of a change before it is on disk, and a failed
-//! flush fails every change of the batch.
+//! Invariants: a target's VOS instances are changed only by its own thread.
+//! Work arrives as jobs on a bounded channel (a full channel makes senders
+//! wait: back-pressure, not an unbounded queue). The thread runs every job
+//! it finds waiting, then makes the batch durable with one flush per VOS it
+//! changed (group commit), and only then answers the batch: no caller hears
+//! of a change before it is on disk, and a failed flush fails every change
+//! of the batch.
+//!
+//! Reads may skip the hand-off ([`Targets::read`]): while the target's
+//! thread is idle, the caller (a network thread) takes the target's state
+//! itself and answers from the in-memory image. The thread holds the state
+//! from its first job to the end of the batch's flush, so such a read sees
+//! only flushed changes, and never waits: a busy target, or a read that
+//! needs the bulk device, goes through the channel as before. The lock is
+//! uncontended on the write path; it is there only for these reads.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use proto::{DaosError, Der};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
-use crate::vos::{DtxId, Vos, VosConfig};
+use crate::vos::{DtxId, Reach, Vos, VosConfig};
 
 /// What a job leaves to do once the batch is durable: answer its caller,
 /// with the batch's flush error if there was one.
@@ -137,9 +146,15 @@ impl TgtState {
     }
 }
 
+/// One target as its callers see it.
+struct Tgt {
+    jobs: mpsc::Sender<Job>,
+    state: Arc<Mutex<TgtState>>,
+}
+
 pub struct Targets {
-    /// The job channel of each target, indexed by target number.
-    list: Vec<mpsc::Sender<Job>>,
+    /// Indexed by target number.
+    list: Vec<Tgt>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -170,11 +185,18 @@ impl Targets {
         let mut list = Vec::new();
         let mut threads = Vec::new();
         for tgt in 0..n {
-            let (tx, rx) = mpsc::channel(QUEUE);
+            let (jobs, rx) = mpsc::channel(QUEUE);
+            let state = Arc::new(Mutex::new(TgtState {
+                tgt,
+                pools: BTreeMap::new(),
+                dirty: BTreeSet::new(),
+                refused: HashSet::new(),
+            }));
+            let st = state.clone();
             let h = std::thread::Builder::new()
                 .name(format!("tgt_{tgt}"))
-                .spawn(move || target_main(tgt, rx))?;
-            list.push(tx);
+                .spawn(move || target_main(tgt, rx, st))?;
+            list.push(Tgt { jobs, state });
             threads.push(h);
         }
         Ok(Targets { list, threads })
@@ -184,7 +206,7 @@ impl Targets {
         self.list.len() as u32
     }
 
-    fn sender(&self, tgt: u32) -> Result<&mpsc::Sender<Job>> {
+    fn get(&self, tgt: u32) -> Result<&Tgt> {
         self.list.get(tgt as usize).ok_or_else(|| {
             DaosError::new(
                 Der::INVAL,
@@ -205,11 +227,27 @@ impl Targets {
         f: impl FnOnce(&mut TgtState) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = oneshot::channel();
-        self.sender(tgt)?
+        self.get(tgt)?
+            .jobs
             .send(job(f, tx))
             .await
             .map_err(|_| gone(tgt))?;
         rx.await.map_err(|_| gone(tgt))?
+    }
+
+    /// Runs the read `f` on target `tgt`: here and now from memory if the
+    /// target's thread is idle, else (or if `f` needs the bulk device) on
+    /// that thread. `f` must not change anything.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        tgt: u32,
+        f: impl Fn(&TgtState, Reach) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let t = self.get(tgt)?;
+        if let Some(r) = read_here(&t.state, &f) {
+            return r;
+        }
+        self.run(tgt, move |st| f(st, Reach::Device)).await
     }
 
     /// Runs `f(tgt)` on every target at once; the answers in target order.
@@ -222,8 +260,8 @@ impl Targets {
         for tgt in 0..self.len() {
             let (tx, rx) = oneshot::channel();
             let sent = self
-                .sender(tgt)
-                .map(|s| s.blocking_send(job(f(tgt), tx)).is_ok())
+                .get(tgt)
+                .map(|t| t.jobs.blocking_send(job(f(tgt), tx)).is_ok())
                 .unwrap_or(false);
             waits.push((tgt, sent.then_some(rx)));
         }
@@ -245,17 +283,27 @@ impl Targets {
     }
 }
 
-fn target_main(tgt: u32, mut rx: mpsc::Receiver<Job>) {
+/// `f` from memory under the target's state if nobody holds it; `None` when
+/// the read must go to the target's thread.
+fn read_here<T>(
+    state: &Mutex<TgtState>,
+    f: &impl Fn(&TgtState, Reach) -> Result<T>,
+) -> Option<Result<T>> {
+    let st = state.try_lock().ok()?;
+    match f(&st, Reach::Memory) {
+        Err(Error::NeedsDevice) => None,
+        r => Some(r),
+    }
+}
+
+fn target_main(tgt: u32, mut rx: mpsc::Receiver<Job>, state: Arc<Mutex<TgtState>>) {
     let span = tracing::info_span!("tgt", tgt);
     let _g = span.enter();
-    let mut st = TgtState {
-        tgt,
-        pools: BTreeMap::new(),
-        dirty: BTreeSet::new(),
-        refused: HashSet::new(),
-    };
     let mut done: Vec<Done> = Vec::with_capacity(BATCH);
     while let Some(first) = rx.blocking_recv() {
+        // A job that panics ends this thread, so a poisoned lock is never
+        // met here; readers treat one as a busy target.
+        let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
         done.push(first(&mut st));
         while done.len() < BATCH {
             match rx.try_recv() {
@@ -264,10 +312,82 @@ fn target_main(tgt: u32, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let err = st.flush();
+        drop(st);
         for d in done.drain(..) {
             d(err.as_ref());
         }
     }
     // Closing: make sure nothing changed is left unflushed.
-    st.flush();
+    state.lock().unwrap_or_else(PoisonError::into_inner).flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc as std_mpsc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::vos::{Cond, FetchOut, FetchReq, Iod, Oid};
+
+    fn get(targets: &Targets) -> impl std::future::Future<Output = Result<Vec<FetchOut>>> + '_ {
+        targets.read(0, |ts, reach| {
+            let req = [FetchReq::Single {
+                akey: b"a".to_vec(),
+            }];
+            ts.vos("p")?
+                .fetch(Oid::new(1, 0, 1), u64::MAX, b"d", &req, Cond::NONE, reach)
+        })
+    }
+
+    /// A read never sees a change before the batch that made it is flushed,
+    /// and is answered at once while the target is idle.
+    #[tokio::test]
+    async fn reads_see_only_flushed_changes() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let targets = Targets::start(1).unwrap();
+        let cfg = crate::vos::tests::cfg(&dir, 1 << 20, None);
+        targets
+            .run(0, move |ts| ts.open_vos("p", cfg))
+            .await
+            .unwrap();
+        assert_eq!(get(&targets).await.unwrap(), vec![FetchOut::Single(None)]);
+
+        // A batch that writes, then holds the target until released.
+        let (release, wait) = std_mpsc::channel::<()>();
+        let (started, is_started) = oneshot::channel();
+        let write = targets.run(0, move |ts| {
+            ts.change("p", 1, |v| {
+                v.update(
+                    Oid::new(1, 0, 1),
+                    1,
+                    b"d",
+                    &[Iod::single("a", "x")],
+                    Cond::NONE,
+                )
+            })?;
+            let _ = started.send(());
+            let _ = wait.recv();
+            Ok(())
+        });
+        let write = async {
+            write.await.unwrap();
+        };
+        let released = AtomicBool::new(false);
+        let read = async {
+            is_started.await.unwrap();
+            let r = get(&targets).await.unwrap();
+            assert!(released.load(Ordering::SeqCst), "read answered mid-batch");
+            assert_eq!(r, vec![FetchOut::Single(Some(Bytes::from_static(b"x")))]);
+        };
+        let release = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            released.store(true, Ordering::SeqCst);
+            release.send(()).unwrap();
+        };
+        tokio::join!(write, read, release);
+        targets.stop();
+    }
 }

@@ -7,7 +7,7 @@
 use std::fs::{self, File};
 use std::path::Path;
 
-use engine::vos::{Anchor, BulkRegion, Cond, FetchOut, FetchReq, Iod, Oid, Vos, VosConfig};
+use engine::vos::{Anchor, BulkRegion, Cond, FetchOut, FetchReq, Iod, Oid, Reach, Vos, VosConfig};
 use tempfile::TempDir;
 
 const OID: Oid = Oid {
@@ -85,6 +85,7 @@ fn check_prefix(v: &Vos, n: u64) {
                     },
                 ],
                 Cond::NONE,
+                Reach::Device,
             )
             .unwrap();
         assert_eq!(out[0], FetchOut::Single(Some(vec![i as u8; 10].into())));
@@ -100,6 +101,7 @@ fn check_prefix(v: &Vos, n: u64) {
                     akey: b"n".to_vec(),
                 }],
                 Cond::NONE,
+                Reach::Device,
             )
             .unwrap();
         assert_eq!(

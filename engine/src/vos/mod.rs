@@ -1,7 +1,9 @@
 //! VOS: the versioned object store of one pool shard on one target.
 //!
-//! One [`Vos`] per (pool, target), used by that target's thread only: no
-//! locks, no threads, no async. Data model as DAOS: object → dkey → akey →
+//! One [`Vos`] per (pool, target), owned by that target (see `targets`,
+//! which also lets an idle target's reads run elsewhere): no locks, no
+//! threads, no async here. A read with [`Reach::Memory`] never touches a
+//! file, so it may run where blocking is not allowed. Data model as DAOS: object → dkey → akey →
 //! single value or array of records, every change stamped with an epoch;
 //! reads at epoch E see, per akey, the newest version at or below E not
 //! hidden by a punch at or below E.
@@ -76,7 +78,7 @@ mod wal;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -95,7 +97,7 @@ pub use index::DTX_HISTORY;
 use types::{der, inval, show_key};
 pub use types::{
     AggStats, Anchor, BulkRegion, Cond, DtxId, DtxOp, DtxState, FetchOut, FetchReq, Iod, IodValue,
-    Oid, Punch, QueryMax, Recx, RecxEntry, VosConfig, VosSpace,
+    Oid, Punch, QueryMax, Reach, Recx, RecxEntry, VosConfig, VosSpace,
 };
 
 /// Values (and array extents) of at least this many bytes go to the bulk tier.
@@ -594,6 +596,8 @@ impl Vos {
     // ------------------------------------------------------------ reads
 
     /// Reads `reqs` under `dkey` at `epoch`; answers are in request order.
+    /// With [`Reach::Memory`], an answer that needs bytes from the bulk
+    /// device fails with [`Error::NeedsDevice`] instead of reading them.
     pub fn fetch(
         &self,
         oid: Oid,
@@ -601,6 +605,7 @@ impl Vos {
         dkey: &[u8],
         reqs: &[FetchReq],
         cond: Cond,
+        reach: Reach,
     ) -> Result<Vec<FetchOut>> {
         if let Some((id, e)) = self.img.lock_conflict(oid, Some(dkey), Some(epoch)) {
             return Err(in_progress(oid, dkey, id, e));
@@ -618,10 +623,10 @@ impl Vos {
             }
             out.push(match req {
                 FetchReq::Single { akey } => {
-                    FetchOut::Single(self.fetch_single(oid, epoch, dkey, akey)?)
+                    FetchOut::Single(self.fetch_single(oid, epoch, dkey, akey, reach)?)
                 }
                 FetchReq::Array { akey, recxs } => {
-                    self.fetch_array(oid, epoch, dkey, akey, recxs)?
+                    self.fetch_array(oid, epoch, dkey, akey, recxs, reach)?
                 }
             });
         }
@@ -634,6 +639,7 @@ impl Vos {
         epoch: u64,
         dkey: &[u8],
         akey: &[u8],
+        reach: Reach,
     ) -> Result<Option<Bytes>> {
         let Some((a, p)) = self.img.akey_at(oid, dkey, akey, epoch) else {
             return Ok(None);
@@ -641,7 +647,7 @@ impl Vos {
         let p = index::punch_le(&a.punches, epoch).max(p);
         match &a.val {
             index::Val::Single(m) => match m.range(..=epoch).next_back() {
-                Some((e, v)) if p.is_none_or(|p| *e > p) => Ok(Some(self.read_payload(v)?)),
+                Some((e, v)) if p.is_none_or(|p| *e > p) => Ok(Some(self.read_payload(v, reach)?)),
                 _ => Ok(None),
             },
             index::Val::Array { exts, .. } if exts.is_empty() => Ok(None),
@@ -660,6 +666,7 @@ impl Vos {
         dkey: &[u8],
         akey: &[u8],
         recxs: &[Recx],
+        reach: Reach,
     ) -> Result<FetchOut> {
         let none = FetchOut::Array {
             rec_size: 0,
@@ -738,7 +745,7 @@ impl Vos {
                 let src = (cs - x.recx.idx) * rs;
                 let dst = ((base + cs - s) * rs) as usize;
                 let n = ((ce - cs) * rs) as usize;
-                self.read_into(payload, src, &mut out[dst..dst + n])?;
+                self.read_into(payload, src, &mut out[dst..dst + n], reach)?;
                 hi = hi.max(ce);
             }
             base += r.nr;
@@ -750,19 +757,19 @@ impl Vos {
         })
     }
 
-    fn read_payload(&self, p: &Payload) -> Result<Bytes> {
+    fn read_payload(&self, p: &Payload, reach: Reach) -> Result<Bytes> {
         match p {
             Payload::Inline(b) => Ok(b.clone()),
             Payload::Bulk { len, .. } => {
                 let mut v = vec![0u8; *len as usize];
-                self.read_into(p, 0, &mut v)?;
+                self.read_into(p, 0, &mut v, reach)?;
                 Ok(Bytes::from(v))
             }
         }
     }
 
     /// Copies `out.len()` bytes from byte `off` of a payload.
-    fn read_into(&self, p: &Payload, off: u64, out: &mut [u8]) -> Result<()> {
+    fn read_into(&self, p: &Payload, off: u64, out: &mut [u8], reach: Reach) -> Result<()> {
         match p {
             Payload::Inline(b) => {
                 let s = off as usize;
@@ -779,6 +786,7 @@ impl Vos {
                 out.copy_from_slice(src);
                 Ok(())
             }
+            Payload::Bulk { .. } if reach == Reach::Memory => Err(Error::NeedsDevice),
             Payload::Bulk { off: boff, .. } => {
                 let b = self.bulk.as_ref().ok_or_else(|| {
                     der(

@@ -505,7 +505,20 @@ impl Harness {
                         }
                     })
                     .collect();
-                let r = self.vos.fetch(oid, epoch, &dk, &reqs, Cond::NONE);
+                let r = self
+                    .vos
+                    .fetch(oid, epoch, &dk, &reqs, Cond::NONE, Reach::Device);
+                // From memory alone: the same answer, or "needs the device".
+                match (
+                    self.vos
+                        .fetch(oid, epoch, &dk, &reqs, Cond::NONE, Reach::Memory),
+                    &r,
+                ) {
+                    (Err(Error::NeedsDevice), _) => {}
+                    (Ok(a), Ok(b)) => assert_eq!(&a, b, "memory fetch {oid} {dk:?} @{epoch}"),
+                    (Err(a), Err(b)) => assert_eq!(a.to_daos().der, b.to_daos().der),
+                    (a, b) => panic!("memory fetch {a:?} vs device fetch {b:?}"),
+                }
                 if m.locked(oid, Some(&dk), Some(epoch)) {
                     assert_eq!(r.map_err(|e| e.to_daos().der).err(), Some(Der::INPROGRESS));
                     return;

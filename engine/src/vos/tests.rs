@@ -78,6 +78,7 @@ fn single(v: &Vos, oid: Oid, e: u64, dkey: &[u8], akey: &[u8]) -> Option<Bytes> 
                 akey: akey.to_vec(),
             }],
             Cond::NONE,
+            Reach::Device,
         )
         .unwrap()
         .remove(0)
@@ -98,6 +99,7 @@ fn array(v: &Vos, oid: Oid, e: u64, dkey: &[u8], akey: &[u8], recxs: &[Recx]) ->
                 recxs: recxs.to_vec(),
             }],
             Cond::NONE,
+            Reach::Device,
         )
         .unwrap()
         .remove(0)
@@ -291,7 +293,8 @@ fn array_extents_overlap_split_and_punch() {
             &[FetchReq::Single {
                 akey: b"a".to_vec()
             }],
-            Cond::NONE
+            Cond::NONE,
+            Reach::Device
         )),
         Der::INVAL
     );
@@ -553,15 +556,16 @@ fn conditional_ops() {
         akey: b"zz".to_vec(),
     }];
     assert_eq!(
-        der_of(v.fetch(O1, 8, b"nope", &req, Cond::DKEY_FETCH)),
+        der_of(v.fetch(O1, 8, b"nope", &req, Cond::DKEY_FETCH, Reach::Device)),
         Der::NONEXIST
     );
     assert_eq!(
-        der_of(v.fetch(O1, 8, b"d", &req, Cond::AKEY_FETCH)),
+        der_of(v.fetch(O1, 8, b"d", &req, Cond::AKEY_FETCH, Reach::Device)),
         Der::NONEXIST
     );
     assert_eq!(
-        v.fetch(O1, 8, b"d", &req, Cond::DKEY_FETCH).unwrap(),
+        v.fetch(O1, 8, b"d", &req, Cond::DKEY_FETCH, Reach::Device)
+            .unwrap(),
         vec![FetchOut::Single(None)]
     );
     // Punch conditions.
@@ -724,7 +728,7 @@ fn dtx_prepare_commit_abort() {
         akey: b"a".to_vec(),
     }];
     assert_eq!(
-        der_of(v.fetch(O1, 5, b"d", &req, Cond::NONE)),
+        der_of(v.fetch(O1, 5, b"d", &req, Cond::NONE, Reach::Device)),
         Der::INPROGRESS
     );
     assert_eq!(
@@ -761,7 +765,7 @@ fn dtx_prepare_commit_abort() {
     let mut v = open(&d, 1 << 22, Some(1 << 20));
     assert_eq!(v.dtx_prepared(), vec![(id, 5)]);
     assert_eq!(
-        der_of(v.fetch(O1, 5, b"d", &req, Cond::NONE)),
+        der_of(v.fetch(O1, 5, b"d", &req, Cond::NONE, Reach::Device)),
         Der::INPROGRESS
     );
     let bulk_prepared = v.space().bulk_used;
@@ -898,6 +902,43 @@ fn nospace_changes_nothing() {
     assert_eq!(v.space().bulk_used, 8192);
     assert_eq!(single(&v, O1, 2, b"d", b"a").unwrap(), vec![1u8; 8192]);
     sentinels_intact(&d, 4 * 4096);
+}
+
+#[test]
+fn memory_reads_refuse_bulk_values_only() {
+    let d = TempDir::new().unwrap();
+    let mut v = open(&d, 1 << 20, Some(16 * 4096));
+    put(&mut v, O1, 1, b"d", b"small", b"inline");
+    put(&mut v, O1, 1, b"d", b"big", &[7u8; 4096]);
+    v.flush().unwrap();
+    let get = |akey: &[u8], reach| {
+        v.fetch(
+            O1,
+            1,
+            b"d",
+            &[FetchReq::Single {
+                akey: akey.to_vec(),
+            }],
+            Cond::NONE,
+            reach,
+        )
+    };
+    assert_eq!(
+        get(b"small", Reach::Memory).unwrap(),
+        vec![FetchOut::Single(Some(Bytes::from_static(b"inline")))]
+    );
+    assert_eq!(
+        get(b"none", Reach::Memory).unwrap(),
+        vec![FetchOut::Single(None)]
+    );
+    assert!(matches!(
+        get(b"big", Reach::Memory),
+        Err(Error::NeedsDevice)
+    ));
+    assert_eq!(
+        get(b"big", Reach::Device).unwrap(),
+        vec![FetchOut::Single(Some(Bytes::from(vec![7u8; 4096])))]
+    );
 }
 
 #[test]
