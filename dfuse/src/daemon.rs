@@ -148,9 +148,6 @@ fn fuse_config(s: &Settings) -> Config {
 pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.threads)
-        // Requests run on the blocking pool (see `DfuseFs::spawn`): this
-        // bounds how many are in flight at once.
-        .max_blocking_threads((s.threads * 32).clamp(32, 512))
         .thread_name("dfuse")
         .enable_all()
         .build()

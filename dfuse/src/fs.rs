@@ -373,6 +373,15 @@ impl Core {
         }
     }
 
+    /// `getattr` when the answer is in memory (cached attributes, or an
+    /// unknown inode): no engine call, so it can be answered in place.
+    pub fn getattr_now(&self, ino: u64) -> Option<Result<Attr, Errno>> {
+        if lock(&self.inodes).get(ino).is_none() {
+            return Some(Err(Errno(libc::ESTALE)));
+        }
+        self.attrs.get(&ino).map(Ok)
+    }
+
     pub async fn getattr(&self, ino: u64) -> Result<Attr, Errno> {
         let (o, orphan) = {
             let t = lock(&self.inodes);
@@ -715,17 +724,20 @@ impl Core {
         Ok(n)
     }
 
-    pub async fn release(&self, fh: u64) -> Result<(), Errno> {
+    /// Drops the handle `fh`; the object to free if it was the last
+    /// reference to an unlinked file (see [`Core::free`]).
+    pub fn release(&self, fh: u64) -> Result<Option<ObjectId>, Errno> {
         let h = lock(&self.handles).remove(&fh);
         let ino = match h {
             Some(Handle::File { ino, .. }) | Some(Handle::Dir { ino, .. }) => ino,
             None => return Err(Errno(libc::EBADF)),
         };
-        let free = lock(&self.inodes).released(ino);
-        if let Some(oid) = free {
-            self.dfs.free(oid).await?;
-        }
-        Ok(())
+        Ok(lock(&self.inodes).released(ino))
+    }
+
+    /// Frees an object nobody names or holds any more.
+    pub async fn free(&self, oid: ObjectId) -> Result<(), Errno> {
+        self.dfs.free(oid).await
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
@@ -854,11 +866,17 @@ impl Core {
         r
     }
 
+    /// `getxattr` when the answer is known without asking: the capability
+    /// attribute of a file known to have none.
+    pub fn getxattr_now(&self, ino: u64, name: &[u8]) -> Option<Result<Vec<u8>, Errno>> {
+        (name == CAPS_XATTR && self.no_caps.contains_key(&ino)).then_some(Err(Errno(libc::ENODATA)))
+    }
+
     pub async fn getxattr(&self, ino: u64, name: &[u8]) -> Result<Vec<u8>, Errno> {
-        let caps = name == CAPS_XATTR;
-        if caps && self.no_caps.contains_key(&ino) {
-            return Err(Errno(libc::ENODATA));
+        if let Some(r) = self.getxattr_now(ino, name) {
+            return r;
         }
+        let caps = name == CAPS_XATTR;
         let o = self.obj(ino)?;
         let r = self.dfs.getxattr(&o, name).await;
         if caps && r == Err(Errno(libc::ENODATA)) {
@@ -937,6 +955,18 @@ impl DfuseFs {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.rt.spawn(f(self.core.clone()));
+    }
+
+    /// Drops a file or directory handle in place; a free it leaves runs
+    /// before the reply, so a release that returns has freed the object.
+    fn release_handle(&self, fh: u64, reply: ReplyEmpty) {
+        match self.core.release(fh) {
+            Ok(None) => reply.ok(),
+            Ok(Some(oid)) => {
+                self.spawn(move |c| async move { reply_empty(reply, c.free(oid).await) })
+            }
+            Err(e) => reply.error(err(e)),
+        }
     }
 
     fn ttls(&self) -> (Duration, Duration) {
@@ -1049,12 +1079,14 @@ impl Filesystem for DfuseFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let ttl = self.core.caching.attr;
-        self.spawn(move |c| async move {
-            match c.getattr(ino.0).await {
-                Ok(a) => reply.attr(&ttl, &fuse_attr(&a)),
-                Err(e) => reply.error(err(e)),
-            }
-        });
+        let answer = move |reply: ReplyAttr, r: Result<Attr, Errno>| match r {
+            Ok(a) => reply.attr(&ttl, &fuse_attr(&a)),
+            Err(e) => reply.error(err(e)),
+        };
+        match self.core.getattr_now(ino.0) {
+            Some(r) => answer(reply, r),
+            None => self.spawn(move |c| async move { answer(reply, c.getattr(ino.0).await) }),
+        }
     }
 
     fn setattr(
@@ -1298,7 +1330,7 @@ impl Filesystem for DfuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { reply_empty(reply, c.release(fh.0).await) });
+        self.release_handle(fh.0, reply);
     }
 
     fn fsync(
@@ -1394,7 +1426,7 @@ impl Filesystem for DfuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |c| async move { reply_empty(reply, c.release(fh.0).await) });
+        self.release_handle(fh.0, reply);
     }
 
     fn fsyncdir(
@@ -1445,6 +1477,9 @@ impl Filesystem for DfuseFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let name = name_bytes(name);
+        if let Some(r) = self.core.getxattr_now(ino.0, &name) {
+            return reply_xattr(reply, r, size);
+        }
         self.spawn(
             move |c| async move { reply_xattr(reply, c.getxattr(ino.0, &name).await, size) },
         );

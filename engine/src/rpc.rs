@@ -189,11 +189,12 @@ async fn obj_update(e: &Arc<Engine>, r: pb::UpdateReq, bulk: Bytes) -> Result<pb
     let oid = vos_oid(&t)?;
     let epoch = e.epoch(r.epoch);
     if r.replicas.is_empty() {
+        let scm_only = scm_only(bulk.len());
         let mut b = bulk;
         let iods = vos_iods(&r.iods, &mut b)?;
         let (pool, dkey, cond) = (t.pool_uuid.clone(), r.dkey, Cond(r.cond));
         e.targets()
-            .run(t.tgt, move |ts| {
+            .write(t.tgt, scm_only, move |ts| {
                 ts.change(&pool, epoch, |v| v.update(oid, epoch, &dkey, &iods, cond))
             })
             .await?;
@@ -257,7 +258,7 @@ async fn obj_punch(e: &Arc<Engine>, r: pb::PunchReq) -> Result<pb::PunchResp> {
     if r.replicas.is_empty() {
         let (pool, cond) = (t.pool_uuid.clone(), Cond(r.cond));
         e.targets()
-            .run(t.tgt, move |ts| {
+            .write(t.tgt, true, move |ts| {
                 ts.change(&pool, epoch, |v| v.punch(oid, epoch, what.clone(), cond))
             })
             .await?;
@@ -458,6 +459,12 @@ pub(crate) fn vos_dtx_ops(ops: &[pb::TxOp], bulk: &mut Bytes) -> Result<Vec<DtxO
             }
         })
         .collect()
+}
+
+/// Whether a change carrying `bulk_len` bytes of values writes nothing to
+/// the bulk device: every value in it is below the bulk threshold.
+pub(crate) fn scm_only(bulk_len: usize) -> bool {
+    bulk_len < vos::BULK_THRESHOLD
 }
 
 /// Bytes of bulk data an op carries.

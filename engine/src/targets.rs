@@ -125,6 +125,11 @@ impl TgtState {
         self.pools.remove(pool);
     }
 
+    /// Whether flushing every VOS of this target would be a copy in memory.
+    fn flush_is_cheap(&self) -> bool {
+        self.pools.values().all(Vos::flush_is_cheap)
+    }
+
     /// Every pool's VOS, for changing: all are flushed before the batch is answered.
     pub fn pools(&mut self) -> impl Iterator<Item = (&String, &mut Vos)> {
         self.dirty.extend(self.pools.keys().cloned());
@@ -162,6 +167,14 @@ fn gone(tgt: u32) -> Error {
     DaosError::new(Der::SHUTDOWN, format!("target {tgt} has stopped")).into()
 }
 
+/// A change's answer once its batch was flushed: a failed flush fails it.
+fn flushed<T>(r: Result<T>, flush_err: Option<&DaosError>) -> Result<T> {
+    match (r, flush_err) {
+        (Ok(_), Some(e)) => Err(Error::Daos(e.clone())),
+        (r, _) => r,
+    }
+}
+
 /// Wraps `f` as a job whose answer goes to `tx` once the batch is durable.
 fn job<T: Send + 'static>(
     f: impl FnOnce(&mut TgtState) -> Result<T> + Send + 'static,
@@ -170,11 +183,7 @@ fn job<T: Send + 'static>(
     Box::new(move |st: &mut TgtState| {
         let r = f(st);
         Box::new(move |flush_err: Option<&DaosError>| {
-            let r = match (r, flush_err) {
-                (Ok(_), Some(e)) => Err(Error::Daos(e.clone())),
-                (r, _) => r,
-            };
-            let _ = tx.send(r);
+            let _ = tx.send(flushed(r, flush_err));
         }) as Done
     })
 }
@@ -250,6 +259,28 @@ impl Targets {
         self.run(tgt, move |st| f(st, Reach::Device)).await
     }
 
+    /// Runs the change `f` on target `tgt` and makes it durable: here and
+    /// now if the target's thread is idle, the change writes nothing to the
+    /// bulk device (`scm_only`) and the flush is a copy in memory (see
+    /// [`Vos::flush_is_cheap`]); else on that thread, in its next batch.
+    pub async fn write<T: Send + 'static>(
+        &self,
+        tgt: u32,
+        scm_only: bool,
+        f: impl FnOnce(&mut TgtState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let t = self.get(tgt)?;
+        let f = if scm_only {
+            match write_here(&t.state, f) {
+                Ok(r) => return r,
+                Err(f) => f,
+            }
+        } else {
+            f
+        };
+        self.run(tgt, f).await
+    }
+
     /// Runs `f(tgt)` on every target at once; the answers in target order.
     /// Blocks: call it from a blocking thread.
     pub fn run_all_blocking<T: Send + 'static>(
@@ -294,6 +325,23 @@ fn read_here<T>(
         Err(Error::NeedsDevice) => None,
         r => Some(r),
     }
+}
+
+/// `f` and its flush under the target's state, if nobody holds it and the
+/// flush costs no device wait; `f` back when it must go to the thread.
+fn write_here<T, F: FnOnce(&mut TgtState) -> Result<T>>(
+    state: &Mutex<TgtState>,
+    f: F,
+) -> std::result::Result<Result<T>, F> {
+    let Ok(mut st) = state.try_lock() else {
+        return Err(f);
+    };
+    if !st.flush_is_cheap() {
+        return Err(f);
+    }
+    let r = f(&mut st);
+    let err = st.flush();
+    Ok(flushed(r, err.as_ref()))
 }
 
 fn target_main(tgt: u32, mut rx: mpsc::Receiver<Job>, state: Arc<Mutex<TgtState>>) {
@@ -389,5 +437,57 @@ mod tests {
         };
         tokio::join!(write, read, release);
         targets.stop();
+    }
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_string()
+    }
+
+    /// Where a change runs: in place only for a small change to an idle
+    /// target whose log is on a tmpfs; it is durable when answered.
+    #[tokio::test]
+    async fn small_changes_run_in_place_only_when_the_flush_is_a_copy() {
+        for (base, in_memory) in [("/dev/shm", true), ("/var/tmp", false)] {
+            let Ok(dir) = tempfile::TempDir::new_in(base) else {
+                eprintln!("skipping {base}: cannot make a directory there");
+                continue;
+            };
+            if in_memory && !crate::vos::in_memory(dir.path()) {
+                eprintln!("skipping {base}: not a tmpfs here");
+                continue;
+            }
+            let targets = Targets::start(1).unwrap();
+            let cfg = crate::vos::tests::cfg(&dir, 1 << 20, None);
+            targets
+                .run(0, move |ts| ts.open_vos("p", cfg))
+                .await
+                .unwrap();
+            for scm_only in [true, false] {
+                let ran_on = targets
+                    .write(0, scm_only, |ts| {
+                        ts.change("p", 1, |v| {
+                            v.update(
+                                Oid::new(1, 0, 1),
+                                1,
+                                b"d",
+                                &[Iod::single("a", "x")],
+                                Cond::NONE,
+                            )
+                        })?;
+                        Ok(thread_name())
+                    })
+                    .await
+                    .unwrap();
+                let here = ran_on == thread_name();
+                assert_eq!(here, in_memory && scm_only, "{base} scm_only={scm_only}");
+                assert_eq!(ran_on == "tgt_0", !here);
+                let pending = targets
+                    .run(0, |ts| Ok(ts.vos("p")?.stats().pending_bytes))
+                    .await
+                    .unwrap();
+                assert_eq!(pending, 0, "answered before its flush");
+            }
+            targets.stop();
+        }
     }
 }

@@ -102,6 +102,9 @@ pub use types::{
 
 /// Values (and array extents) of at least this many bytes go to the bulk tier.
 pub const BULK_THRESHOLD: usize = 4096;
+/// Log room a flush must leave for [`Vos::flush_is_cheap`]: one batch of
+/// small changes stays far below it, so such a flush writes no checkpoint.
+const CHEAP_FLUSH_ROOM: u64 = 64 << 10;
 /// The most bytes one fetch returns.
 pub const MAX_FETCH_BYTES: u64 = 1 << 30;
 
@@ -124,6 +127,14 @@ pub struct Vos {
     image_limit: u64,
     log_limit: u64,
     checkpoints: u64,
+    /// The log's filesystem keeps it in memory (see [`Vos::flush_is_cheap`]).
+    log_in_memory: bool,
+}
+
+/// Whether `dir` is on a tmpfs.
+pub(crate) fn in_memory(dir: &std::path::Path) -> bool {
+    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+    statfs(dir).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
 }
 
 impl std::fmt::Debug for Vos {
@@ -205,6 +216,7 @@ impl Vos {
             Some(region) => Some(Self::open_bulk(region, &img)?),
         };
         let third = cfg.scm_bytes / 3;
+        let log_in_memory = in_memory(&cfg.dir);
         tracing::debug!(
             dir = %cfg.dir.display(),
             seq,
@@ -226,8 +238,19 @@ impl Vos {
             pending_free: Vec::new(),
             failed: None,
             checkpoints: 0,
+            log_in_memory,
             cfg,
         })
+    }
+
+    /// Whether a flush now would be a copy in memory: the log is on a
+    /// tmpfs (DAOS's `class: ram` SCM), no bulk data waits for its
+    /// fdatasync, and the log is far from the size that calls for a
+    /// checkpoint.
+    pub fn flush_is_cheap(&self) -> bool {
+        self.log_in_memory
+            && !self.bulk.as_ref().is_some_and(|b| b.dirty)
+            && self.log.len.saturating_add(CHEAP_FLUSH_ROOM) < self.log_limit
     }
 
     fn open_bulk(region: &BulkRegion, img: &Image) -> Result<Bulk> {
