@@ -1093,7 +1093,8 @@ impl Dfs {
         })
     }
 
-    /// Removes an empty directory; returns what [`Dfs::unlink`] does.
+    /// Removes an empty directory; returns what [`Dfs::unlink`] does, and
+    /// the caller frees the directory's object ([`Dfs::free`]).
     pub async fn rmdir(&self, dir: &Obj, name: &[u8]) -> Result<Removed> {
         let o = self.lookup(dir, name).await?;
         if o.kind() != Kind::Dir {
@@ -1109,7 +1110,6 @@ impl Dfs {
         touch_dir(&mut tx, &d, now);
         mark_subdir(&mut tx, &d, name, false);
         tx.commit().await?;
-        self.object(o.oid)?.punch().await?;
         Ok(Removed {
             oid: o.oid,
             last: true,

@@ -173,7 +173,7 @@ pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
             return Err(m);
         }
     };
-    let fs = DfuseFs::new(core, rt.handle().clone(), s.multi_user);
+    let fs = DfuseFs::new(core.clone(), rt.handle().clone(), s.multi_user);
     let config = fuse_config(s);
     let session = match s.fuse_fd() {
         Some(fd) => {
@@ -203,6 +203,7 @@ pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
     let mut unmounter = session.unmount_callable();
     let mountpoint = s.mountpoint.clone();
     let by_fd = s.fuse_fd().is_some();
+    let ending = core.clone();
     rt.spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (mut term, mut int) = match (
@@ -222,6 +223,7 @@ pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
         tracing::info!("signal: unmounting");
         if by_fd {
             // Whoever mounted it unmounts it; closing the device ends the session.
+            let _ = tokio::time::timeout(SETTLE_FOR, ending.settle()).await;
             std::process::exit(0);
         }
         let r = tokio::task::spawn_blocking(move || unmounter.unmount()).await;
@@ -232,9 +234,17 @@ pub fn run(s: &Settings, mounted: impl FnOnce(Result<()>)) -> Result<()> {
     });
     let r = session.run();
     tracing::info!("session ended");
+    // Objects of files removed just before the end are still being freed.
+    let settled = rt.block_on(async { tokio::time::timeout(SETTLE_FOR, core.settle()).await });
+    if settled.is_err() {
+        tracing::warn!("gave up waiting for background frees after {SETTLE_FOR:?}");
+    }
     rt.shutdown_timeout(Duration::from_secs(5));
     r.map_err(|e| Error::Fuse(format!("fuse session: {e}")))
 }
+
+/// How long an ending daemon waits for its background frees.
+const SETTLE_FOR: Duration = Duration::from_secs(30);
 
 /// Kernel readahead the mount gets when dfuse may set it (as root): the
 /// kernel offers FUSE 128 KiB and takes no more in the handshake, so a

@@ -99,7 +99,12 @@ pub struct Core {
     /// Serializes appends done here (without write-back) so two do not land
     /// at the same size.
     append_lock: tokio::sync::Mutex<()>,
+    /// Permits of the background frees (see [`Core::free_later`]).
+    frees: Arc<tokio::sync::Semaphore>,
 }
+
+/// Background frees at once; more unlinks wait for one to finish.
+const FREES_IN_FLIGHT: usize = 64;
 
 /// A daemon-side cache whose entries live for the attribute timeout (none
 /// when caching is off).
@@ -213,6 +218,7 @@ impl Core {
             no_caps: attr_timed_cache(&caching),
             caching,
             append_lock: tokio::sync::Mutex::new(()),
+            frees: Arc::new(tokio::sync::Semaphore::new(FREES_IN_FLIGHT)),
         })
     }
 
@@ -246,10 +252,32 @@ impl Core {
     async fn gone(&self, oid: ObjectId) {
         let free = lock(&self.inodes).unlinked(oid);
         if let Some(oid) = free {
-            if let Err(e) = self.dfs.free(oid).await {
-                tracing::warn!(?oid, "freeing an unlinked object: {e}");
-            }
+            self.free_later(oid).await;
         }
+    }
+
+    /// Frees an object nobody names or holds any more, in the background:
+    /// the name is already gone durably, so the reply need not wait for the
+    /// punch (a crash in between leaves an unreachable object, as DAOS's
+    /// dfs_remove can). At most [`FREES_IN_FLIGHT`] at once; [`Core::settle`]
+    /// waits for them all.
+    pub async fn free_later(&self, oid: ObjectId) {
+        let Ok(permit) = self.frees.clone().acquire_owned().await else {
+            return;
+        };
+        let dfs = self.dfs.clone();
+        tokio::spawn(async move {
+            match dfs.free(oid).await {
+                Ok(()) => tracing::debug!(ino = ino_of(oid), "object freed"),
+                Err(e) => tracing::warn!(?oid, "freeing an unlinked object: {e}"),
+            }
+            drop(permit);
+        });
+    }
+
+    /// Waits for the background frees (before the daemon exits).
+    pub async fn settle(&self) {
+        let _all = self.frees.acquire_many(FREES_IN_FLIGHT as u32).await;
     }
 
     /// The mode and group of a new entry in `parent`: in a set-group-ID
@@ -367,9 +395,7 @@ impl Core {
     pub async fn forget(&self, ino: u64, n: u64) {
         let free = lock(&self.inodes).forget(ino, n).free;
         if let Some(oid) = free {
-            if let Err(e) = self.dfs.free(oid).await {
-                tracing::warn!(?oid, "freeing an unlinked object: {e}");
-            }
+            self.free_later(oid).await;
         }
     }
 
@@ -538,14 +564,13 @@ impl Core {
 
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
-        let o = self.dfs.lookup(&dir, name).await?;
         let gone = self.dfs.rmdir(&dir, name).await?;
-        self.changed(ino_of(o.oid));
+        self.changed(ino_of(gone.oid));
         self.dir_changed(parent, gone.at, -1);
-        let mut t = lock(&self.inodes);
-        if let Some(e) = t.get_mut(ino_of(o.oid)) {
+        if let Some(e) = lock(&self.inodes).get_mut(ino_of(gone.oid)) {
             e.orphan = true;
         }
+        self.free_later(gone.oid).await;
         Ok(())
     }
 
@@ -733,11 +758,6 @@ impl Core {
             None => return Err(Errno(libc::EBADF)),
         };
         Ok(lock(&self.inodes).released(ino))
-    }
-
-    /// Frees an object nobody names or holds any more.
-    pub async fn free(&self, oid: ObjectId) -> Result<(), Errno> {
-        self.dfs.free(oid).await
     }
 
     pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
@@ -957,14 +977,15 @@ impl DfuseFs {
         self.rt.spawn(f(self.core.clone()));
     }
 
-    /// Drops a file or directory handle in place; a free it leaves runs
-    /// before the reply, so a release that returns has freed the object.
+    /// Drops a file or directory handle in place; an object it was the last
+    /// hold on is freed in the background.
     fn release_handle(&self, fh: u64, reply: ReplyEmpty) {
         match self.core.release(fh) {
             Ok(None) => reply.ok(),
-            Ok(Some(oid)) => {
-                self.spawn(move |c| async move { reply_empty(reply, c.free(oid).await) })
-            }
+            Ok(Some(oid)) => self.spawn(move |c| async move {
+                c.free_later(oid).await;
+                reply.ok();
+            }),
             Err(e) => reply.error(err(e)),
         }
     }

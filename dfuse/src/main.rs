@@ -4,7 +4,7 @@
 //! waits on a pipe for the child to say the mount is live (exit 0) or why it
 //! is not (exit 1, the reason on stderr).
 
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
 
@@ -18,6 +18,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

@@ -625,7 +625,7 @@ fn dfuse_mounts() {
     let log = fs::File::create(env.sys.path("dfuse-fg.log")).unwrap();
     let child = env
         .dfuse(&["-f", mnt.to_str().unwrap(), "tank", "fs"])
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,dfuse::fs=debug")
         .stderr(log)
         .spawn()
         .unwrap();
@@ -656,6 +656,17 @@ fn dfuse_mounts() {
         });
     }
     fs::write(mnt.join("last-words"), vec![b'z'; 300_000]).unwrap();
+    // Removed objects are freed after the reply, and before dfuse exits.
+    let doomed = mnt.join("doomed");
+    fs::write(&doomed, vec![b'd'; 100_000]).unwrap();
+    let doomed_dir = mnt.join("doomed-dir");
+    fs::create_dir(&doomed_dir).unwrap();
+    let doomed_inos = [&doomed, &doomed_dir].map(|p| {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(p).unwrap().ino()
+    });
+    fs::remove_file(&doomed).unwrap();
+    fs::remove_dir(&doomed_dir).unwrap();
     let pid = fg.child.as_ref().unwrap().id() as i32;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
@@ -663,12 +674,15 @@ fn dfuse_mounts() {
     )
     .unwrap();
     let st = fg.child.as_mut().unwrap().wait().unwrap();
-    assert!(st.success(), "{st:?}");
+    let log = fs::read_to_string(env.sys.path("dfuse-fg.log")).unwrap();
+    assert!(st.success(), "{st:?}: {log}");
     assert!(!is_mounted(&mnt));
     fg.child = None;
     drop(fg);
-    let log = fs::read_to_string(env.sys.path("dfuse-fg.log")).unwrap();
     assert!(log.contains("mounted"), "{log}");
+    for ino in doomed_inos {
+        assert!(log.contains(&format!("object freed ino={ino}")), "{log}");
+    }
     assert!(!log.contains(" ERROR "), "{log}");
     assert!(!log.contains(" WARN "), "{log}");
 
