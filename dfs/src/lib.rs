@@ -792,12 +792,14 @@ impl Dfs {
         Ok(())
     }
 
-    /// Changes mode, owner, size or times.
-    pub async fn setattr(&self, o: &Obj, s: &SetAttr) -> Result<Attr> {
+    /// Changes mode, owner, size or times. `known_size` is a regular file's
+    /// size as the caller knows it (a cache it keeps current); `None` asks
+    /// the engines.
+    pub async fn setattr(&self, o: &Obj, s: &SetAttr, known_size: Option<u64>) -> Result<Attr> {
         let _held = self.lock_records(&[o.oid]).await;
         let kind = o.kind();
-        let (r, x) = match s.size {
-            Some(size) => {
+        let (r, x) = match (s.size, known_size) {
+            (Some(size), _) => {
                 match kind {
                     Kind::File => self.array(o)?.set_size(size).await?,
                     Kind::Dir => return Err(Errno(libc::EISDIR)),
@@ -805,7 +807,11 @@ impl Dfs {
                 }
                 (self.record(o).await, Ok(Outside::Size(size)))
             }
-            None => {
+            // A file's size costs a message per target: the caller's will do.
+            (None, Some(size)) if kind == Kind::File => {
+                (self.record(o).await, Ok(Outside::Size(size)))
+            }
+            (None, _) => {
                 futures::future::join(
                     self.record(o),
                     self.outside(o.oid, kind, o.inode.chunk_size),

@@ -111,6 +111,7 @@ async fn posix_namespace() {
                 size: Some(3),
                 ..Default::default()
             },
+            None,
         )
         .await
         .unwrap();
@@ -122,6 +123,7 @@ async fn posix_namespace() {
             size: Some(100_000),
             ..Default::default()
         },
+        None,
     )
     .await
     .unwrap();
@@ -144,6 +146,7 @@ async fn posix_namespace() {
                 atime: Some(5),
                 ..Default::default()
             },
+            None,
         )
         .await
         .unwrap();
@@ -347,6 +350,7 @@ async fn posix_namespace() {
                 mtime: Some(1_000_000_007),
                 ..SetAttr::default()
             },
+            None,
         )
         .await
         .unwrap();
@@ -446,6 +450,7 @@ async fn posix_namespace() {
             uid: Some(7),
             ..Default::default()
         },
+        None,
     )
     .await
     .unwrap();
@@ -460,6 +465,7 @@ async fn posix_namespace() {
             mode: Some(0o640),
             ..Default::default()
         },
+        None,
     )
     .await
     .unwrap();
@@ -582,7 +588,7 @@ async fn times_written_beside_the_record() {
         mode: Some(0o600),
         ..SetAttr::default()
     };
-    let a = fs.setattr(&l, &chmod).await.unwrap();
+    let a = fs.setattr(&l, &chmod, None).await.unwrap();
     assert_eq!((a.mode, a.atime, a.mtime), (REG | 0o600, at, mt));
     assert!(a.ctime > ct);
     // ...and a later blind write of one time leaves the other alone.

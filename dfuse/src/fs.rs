@@ -447,8 +447,9 @@ impl Core {
             return self.set_times(ino, &o, s).await;
         }
         if !orphan {
+            let known_size = self.attrs.get(&ino).map(|a| a.size);
             self.changed(ino);
-            let a = self.dfs.setattr(&o, s).await?;
+            let a = self.dfs.setattr(&o, s, known_size).await?;
             self.cached(&a);
             // What `inherit` reads of a directory.
             if let Some(e) = lock(&self.inodes).get_mut(ino) {
@@ -842,11 +843,19 @@ impl Core {
     ) -> Result<Vec<(u64, DirEnt, Attr)>, Errno> {
         let ents = self.readdir(ino, fh, offset, want).await?;
         let dir_attr = self.getattr(ino).await?;
+        // Within the attribute timeout an entry's attributes come from the
+        // cache: tools list a directory several times over (`rm -rf` opens
+        // each one twice), and a file's size costs a message per target.
         let attrs = futures::future::join_all(ents.iter().map(|(_, e)| async {
-            match &e.obj {
-                Some(o) => self.dfs.entry_attr(o).await,
-                None => Ok(dir_attr.clone()),
+            let Some(o) = &e.obj else {
+                return Ok(dir_attr.clone());
+            };
+            if let Some(a) = self.attrs.get(&e.ino) {
+                return Ok(a);
             }
+            let a = self.dfs.entry_attr(o).await?;
+            self.cached(&a);
+            Ok(a)
         }))
         .await;
         let mut out = Vec::with_capacity(ents.len());
