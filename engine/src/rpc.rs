@@ -256,13 +256,17 @@ async fn obj_punch(e: &Arc<Engine>, r: pb::PunchReq) -> Result<pb::PunchResp> {
     let epoch = e.epoch(r.epoch);
     let what = vos_punch(r.kind, &r.dkeys, &r.akeys)?;
     if r.replicas.is_empty() {
-        let (pool, cond) = (t.pool_uuid.clone(), Cond(r.cond));
-        e.targets()
-            .write(t.tgt, true, move |ts| {
+        let punches = std::iter::once(t.tgt).chain(r.more_tgts).map(|tgt| {
+            let (pool, what, cond) = (t.pool_uuid.clone(), what.clone(), Cond(r.cond));
+            e.targets().write(tgt, true, move |ts| {
                 ts.change(&pool, epoch, |v| v.punch(oid, epoch, what.clone(), cond))
             })
-            .await?;
+        });
+        futures::future::try_join_all(punches).await?;
         return Ok(pb::PunchResp { epoch });
+    }
+    if !r.more_tgts.is_empty() {
+        return Err(proto_err("a replicated punch names more targets"));
     }
     let op = pb::TxOp {
         punch: true,
@@ -415,14 +419,20 @@ async fn obj_query(e: &Arc<Engine>, r: pb::QueryKeyReq) -> Result<pb::QueryKeyRe
     let t = target(r.t)?;
     let oid = vos_oid(&t)?;
     let epoch = if r.epoch == 0 { u64::MAX } else { r.epoch };
-    let (pool, akey) = (t.pool_uuid.clone(), r.akey);
-    let q = e
-        .targets()
-        .read(t.tgt, move |ts, _| {
+    let akey = Arc::new(r.akey);
+    let queries = std::iter::once(t.tgt).chain(r.more_tgts).map(|tgt| {
+        let (pool, akey) = (t.pool_uuid.clone(), akey.clone());
+        e.targets().read(tgt, move |ts, _| {
             let a = (!akey.is_empty()).then_some(akey.as_slice());
             ts.vos(&pool)?.query_max(oid, epoch, None, a)
         })
-        .await?;
+    });
+    // As over shards on different ranks (libdaos): the highest dkey decides.
+    let q = futures::future::try_join_all(queries)
+        .await?
+        .into_iter()
+        .flatten()
+        .max_by(|a, b| a.dkey.cmp(&b.dkey));
     Ok(match q {
         None => pb::QueryKeyResp::default(),
         Some(q) => pb::QueryKeyResp {

@@ -104,6 +104,20 @@ pub struct Object {
 }
 
 /// The shards after the first of a group: the replicas its writes reach.
+/// Requests for the first shard of each group, one per rank: the first
+/// target named, then the rank's other targets in order. A message per
+/// rank, not per shard, for what every shard must answer or do.
+fn per_rank(groups: &[Vec<TargetId>]) -> Vec<(TargetId, Vec<u32>)> {
+    let mut out: Vec<(TargetId, Vec<u32>)> = Vec::new();
+    for s in groups.iter().filter_map(|g| g.first()) {
+        match out.iter_mut().find(|(first, _)| first.rank == s.rank) {
+            Some((_, more)) => more.push(s.tgt.0),
+            None => out.push((*s, Vec::new())),
+        }
+    }
+    out
+}
+
 fn replica_locs(shards: &[TargetId]) -> Vec<pb::ShardLoc> {
     shards
         .iter()
@@ -401,21 +415,32 @@ impl Object {
             Some(d) => vec![self.group_of(d)?.1],
             None => l.groups.clone(),
         };
-        let calls: Vec<_> = groups
+        // Replicated groups run as transactions, one each; the shards of the
+        // others are punched a message per rank.
+        let (single, replicated): (Vec<_>, Vec<_>) = groups.into_iter().partition(|g| g.len() == 1);
+        let sends = replicated
             .into_iter()
-            .map(|shards| {
+            .map(|shards| (shards[0], Vec::new(), replica_locs(&shards)))
+            .chain(
+                per_rank(&single)
+                    .into_iter()
+                    .map(|(first, more)| (first, more, Vec::new())),
+            );
+        let calls: Vec<_> = sends
+            .map(|(first, more_tgts, replicas)| {
                 let req = pb::PunchReq {
-                    t: Some(self.target(shards[0].tgt.0, v)),
+                    t: Some(self.target(first.tgt.0, v)),
                     epoch: 0,
                     kind: kind as i32,
                     dkeys: dkeys.clone(),
                     akeys: akeys.clone(),
                     cond,
-                    replicas: replica_locs(&shards),
+                    replicas,
+                    more_tgts,
                 };
                 async move {
                     let _: (pb::PunchResp, _) = self
-                        .call(shards[0], opcode::obj::PUNCH, &req, Bytes::new())
+                        .call(first, opcode::obj::PUNCH, &req, Bytes::new())
                         .await?;
                     Ok::<(), Error>(())
                 }
@@ -615,16 +640,15 @@ impl Object {
     /// record under that dkey (over all groups).
     pub async fn query_max(&self, akey: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, Error> {
         let (v, l) = self.layout()?;
-        let calls: Vec<_> = l
-            .groups
-            .iter()
-            .map(|shards| {
+        let calls: Vec<_> = per_rank(&l.groups)
+            .into_iter()
+            .map(|(shard, more_tgts)| {
                 let req = pb::QueryKeyReq {
-                    t: Some(self.target(shards[0].tgt.0, v)),
+                    t: Some(self.target(shard.tgt.0, v)),
                     epoch: EPOCH_LATEST,
                     akey: akey.to_vec(),
+                    more_tgts,
                 };
-                let shard = shards[0];
                 async move {
                     let (r, _): (pb::QueryKeyResp, _) = self
                         .call(shard, opcode::obj::QUERY_KEY, &req, Bytes::new())
@@ -940,6 +964,22 @@ impl Array {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_message_per_rank() {
+        let t = TargetId::new;
+        let groups = vec![
+            vec![t(1, 0)],
+            vec![t(0, 1), t(1, 1)],
+            vec![t(1, 1)],
+            vec![t(0, 0)],
+            vec![],
+        ];
+        assert_eq!(
+            per_rank(&groups),
+            vec![(t(1, 0), vec![1]), (t(0, 1), vec![0])]
+        );
+    }
 
     #[test]
     fn split_at_chunks() {

@@ -256,6 +256,30 @@ async fn objects_across_two_engines() {
         assert_eq!(v.as_deref(), Some(format!("v{i}").as_bytes()));
     }
     assert_eq!(kv.list().await.unwrap().len(), 200);
+    // Per-shard requests go a message per rank (the rank's other targets
+    // ride along): the size is the largest over every shard, and a punch
+    // empties every shard.
+    let aoid = cont
+        .alloc_oid(ObjectType::ArrayByte, &class("SX"))
+        .await
+        .unwrap();
+    let arr = cont.array(aoid, 4096).unwrap();
+    for chunk in 0..8u64 {
+        arr.write(chunk * 4096 + chunk, Bytes::from(vec![chunk as u8 + 1]))
+            .await
+            .unwrap();
+        assert_eq!(arr.size().await.unwrap(), chunk * 4096 + chunk + 1);
+    }
+    cont.object(aoid).unwrap().punch().await.unwrap();
+    assert_eq!(arr.size().await.unwrap(), 0);
+    assert!(arr.read(0, 8 * 4096).await.unwrap().iter().all(|b| *b == 0));
+    assert!(cont
+        .object(aoid)
+        .unwrap()
+        .list_dkeys()
+        .await
+        .unwrap()
+        .is_empty());
 
     // Garbage to an engine's data-plane port costs only that connection.
     let members = s.sys.dmg_json(&["system", "query"]);
