@@ -751,7 +751,7 @@ impl Core {
     }
 
     /// Drops the handle `fh`; the object to free if it was the last
-    /// reference to an unlinked file (see [`Core::free`]).
+    /// reference to an unlinked file (see [`Core::free_later`]).
     pub fn release(&self, fh: u64) -> Result<Option<ObjectId>, Errno> {
         let h = lock(&self.handles).remove(&fh);
         let ino = match h {

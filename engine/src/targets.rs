@@ -1,20 +1,20 @@
 //! Targets: one OS thread each, owning the VOS of every pool shard it holds.
 //!
-//! Invariants: a target's VOS instances are changed only by its own thread.
-//! Work arrives as jobs on a bounded channel (a full channel makes senders
-//! wait: back-pressure, not an unbounded queue). The thread runs every job
-//! it finds waiting, then makes the batch durable with one flush per VOS it
-//! changed (group commit), and only then answers the batch: no caller hears
-//! of a change before it is on disk, and a failed flush fails every change
-//! of the batch.
+//! Invariants: a target's state (its VOS instances) is touched only under
+//! its lock, and no caller hears of a change before it is on disk. Work
+//! arrives as jobs on a bounded channel (a full channel makes senders wait:
+//! back-pressure, not an unbounded queue). The thread takes the lock, runs
+//! every job it finds waiting, makes the batch durable with one flush per
+//! VOS it changed (group commit), releases the lock and only then answers
+//! the batch; a failed flush fails every change of the batch.
 //!
-//! Reads may skip the hand-off ([`Targets::read`]): while the target's
-//! thread is idle, the caller (a network thread) takes the target's state
-//! itself and answers from the in-memory image. The thread holds the state
-//! from its first job to the end of the batch's flush, so such a read sees
-//! only flushed changes, and never waits: a busy target, or a read that
-//! needs the bulk device, goes through the channel as before. The lock is
-//! uncontended on the write path; it is there only for these reads.
+//! The hand-off to the thread may be skipped while the thread is idle (the
+//! lock is free; callers only `try_lock`, never wait): [`Targets::read`]
+//! answers from the in-memory image on the caller's (network) thread, and
+//! sees only flushed changes since the thread holds the lock through each
+//! flush; [`Targets::write`] applies a change that writes nothing to the
+//! bulk device and flushes it there, when that flush is a copy in memory.
+//! Anything that would wait on a device goes through the channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -103,7 +103,6 @@ pub struct Object {
     layout: std::sync::Arc<Mutex<Option<(u32, Layout)>>>,
 }
 
-/// The shards after the first of a group: the replicas its writes reach.
 /// Requests for the first shard of each group, one per rank: the first
 /// target named, then the rank's other targets in order. A message per
 /// rank, not per shard, for what every shard must answer or do.
@@ -118,6 +117,7 @@ fn per_rank(groups: &[Vec<TargetId>]) -> Vec<(TargetId, Vec<u32>)> {
     out
 }
 
+/// The shards after the first of a group: the replicas its writes reach.
 fn replica_locs(shards: &[TargetId]) -> Vec<pb::ShardLoc> {
     shards
         .iter()

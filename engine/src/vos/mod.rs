@@ -1,10 +1,11 @@
 //! VOS: the versioned object store of one pool shard on one target.
 //!
 //! One [`Vos`] per (pool, target), owned by that target (see `targets`,
-//! which also lets an idle target's reads run elsewhere): no locks, no
-//! threads, no async here. A read with [`Reach::Memory`] never touches a
-//! file, so it may run where blocking is not allowed. Data model as DAOS: object → dkey → akey →
-//! single value or array of records, every change stamped with an epoch;
+//! which also serves an idle target's reads and small changes on other
+//! threads): no locks, no threads, no async here. A read with
+//! [`Reach::Memory`] never touches a file, so it may run where blocking is
+//! not allowed. Data model as DAOS: object → dkey → akey → single value or
+//! array of records, every change stamped with an epoch;
 //! reads at epoch E see, per akey, the newest version at or below E not
 //! hidden by a punch at or below E.
 //!
