@@ -28,7 +28,7 @@ const DEFAULT_TIER_RATIO: [f64; 2] = [6.0, 94.0];
 
 /// Properties the server fixes at pool creation (its `set-prop` refuses them too;
 /// checked here so the error comes before anything is sent).
-const CREATE_ONLY_PROPS: [&str; 3] = ["perf_domain", "ec_pda", "rp_pda"];
+const CREATE_ONLY_PROPS: [&str; 4] = ["perf_domain", "ec_pda", "rp_pda", "data_thresh"];
 
 /// A pool command with its arguments checked and its request built.
 #[derive(Debug, Clone, PartialEq)]

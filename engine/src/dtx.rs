@@ -30,7 +30,7 @@ use proto::{DaosError, Der};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::peer::{call, call_bulk};
-use crate::rpc::{op_bulk_len, scm_only, vos_dtx_ops};
+use crate::rpc::{op_bulk_len, vos_dtx_ops};
 use crate::vos::{DtxId, DtxState};
 
 /// One participant's share of a transaction.
@@ -64,14 +64,14 @@ fn id_from(b: &[u8]) -> Result<DtxId> {
 
 async fn prepare_part(e: &Arc<Engine>, pool: &str, id: DtxId, epoch: u64, p: Part) -> Result<()> {
     if p.rank == e.rank()? {
-        let scm_only = scm_only(p.bulk.len());
+        let bytes = p.bulk.len() as u64;
         let mut bulk = p.bulk;
         let ops = vos_dtx_ops(&p.ops, &mut bulk)?;
-        let pool = pool.to_string();
+        let owned = pool.to_string();
         return e
             .targets()
-            .write(p.tgt, scm_only, move |ts| {
-                ts.change(&pool, epoch, |v| v.dtx_prepare(id, epoch, ops.clone()))
+            .write(p.tgt, pool, bytes, move |ts| {
+                ts.change(&owned, epoch, |v| v.dtx_prepare(id, epoch, ops.clone()))
             })
             .await;
     }
@@ -114,10 +114,10 @@ async fn resolve_local(
     tgt: u32,
     commit: bool,
 ) -> Result<()> {
-    let pool = pool.to_string();
+    let owned = pool.to_string();
     e.targets()
-        .write(tgt, true, move |ts| {
-            let v = ts.vos_mut(&pool)?;
+        .write(tgt, pool, 0, move |ts| {
+            let v = ts.vos_mut(&owned)?;
             match (v.dtx_state(id), commit) {
                 (DtxState::Committed, true) | (DtxState::Aborted, false) => Ok(()),
                 (DtxState::Unknown, false) => Ok(()),
@@ -149,13 +149,13 @@ pub async fn coordinate(
     if parts.len() == 1 {
         // The coordinator is the only participant: prepare and commit in one
         // visit of its target, so the log takes both records in one write.
-        let scm_only = scm_only(parts[0].bulk.len());
+        let bytes = parts[0].bulk.len() as u64;
         let mut bulk = parts[0].bulk.clone();
         let ops = vos_dtx_ops(&parts[0].ops, &mut bulk)?;
         let p = pool.to_string();
         return e
             .targets()
-            .write(ctgt, scm_only, move |ts| {
+            .write(ctgt, pool, bytes, move |ts| {
                 ts.change(&p, epoch, |v| {
                     if v.dtx_state(id) == DtxState::Unknown {
                         v.dtx_prepare(id, epoch, ops.clone())?;
@@ -191,7 +191,7 @@ pub async fn coordinate(
     // already told someone the transaction does not exist.
     let p = pool.to_string();
     e.targets()
-        .write(ctgt, true, move |ts| {
+        .write(ctgt, pool, 0, move |ts| {
             if ts.refused.remove(&id) {
                 let v = ts.vos_mut(&p)?;
                 v.dtx_abort(id)?;

@@ -385,6 +385,7 @@ impl Engine {
 
     /// Opens (creating where new) the VOS of every target of a shard.
     fn open_vos(&self, st: &Storage, rec: &ShardRec) -> Vec<Result<()>> {
+        let data_thresh = data_thresh(rec);
         let cfgs: Vec<VosConfig> = rec
             .targets
             .iter()
@@ -399,6 +400,7 @@ impl Engine {
                     })
                 }),
                 sync: true,
+                data_thresh,
             })
             .collect();
         let uuid = rec.pool_uuid.clone();
@@ -543,4 +545,13 @@ impl Engine {
                 .collect(),
         }
     }
+}
+
+/// The pool's `data_thresh` as it was created (the default if not given).
+fn data_thresh(rec: &ShardRec) -> u64 {
+    rec.svc
+        .as_ref()
+        .and_then(|s| s.props.get("data_thresh"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::vos::BULK_THRESHOLD)
 }

@@ -189,12 +189,12 @@ async fn obj_update(e: &Arc<Engine>, r: pb::UpdateReq, bulk: Bytes) -> Result<pb
     let oid = vos_oid(&t)?;
     let epoch = e.epoch(r.epoch);
     if r.replicas.is_empty() {
-        let scm_only = scm_only(bulk.len());
+        let bytes = bulk.len() as u64;
         let mut b = bulk;
         let iods = vos_iods(&r.iods, &mut b)?;
         let (pool, dkey, cond) = (t.pool_uuid.clone(), r.dkey, Cond(r.cond));
         e.targets()
-            .write(t.tgt, scm_only, move |ts| {
+            .write(t.tgt, &t.pool_uuid, bytes, move |ts| {
                 ts.change(&pool, epoch, |v| v.update(oid, epoch, &dkey, &iods, cond))
             })
             .await?;
@@ -258,7 +258,7 @@ async fn obj_punch(e: &Arc<Engine>, r: pb::PunchReq) -> Result<pb::PunchResp> {
     if r.replicas.is_empty() {
         let punches = std::iter::once(t.tgt).chain(r.more_tgts).map(|tgt| {
             let (pool, what, cond) = (t.pool_uuid.clone(), what.clone(), Cond(r.cond));
-            e.targets().write(tgt, true, move |ts| {
+            e.targets().write(tgt, &t.pool_uuid, 0, move |ts| {
                 ts.change(&pool, epoch, |v| v.punch(oid, epoch, what.clone(), cond))
             })
         });
@@ -469,12 +469,6 @@ pub(crate) fn vos_dtx_ops(ops: &[pb::TxOp], bulk: &mut Bytes) -> Result<Vec<DtxO
             }
         })
         .collect()
-}
-
-/// Whether a change carrying `bulk_len` bytes of values writes nothing to
-/// the bulk device: every value in it is below the bulk threshold.
-pub(crate) fn scm_only(bulk_len: usize) -> bool {
-    bulk_len < vos::BULK_THRESHOLD
 }
 
 /// Bytes of bulk data an op carries.

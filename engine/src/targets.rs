@@ -259,24 +259,22 @@ impl Targets {
         self.run(tgt, move |st| f(st, Reach::Device)).await
     }
 
-    /// Runs the change `f` on target `tgt` and makes it durable: here and
-    /// now if the target's thread is idle, the change writes nothing to the
-    /// bulk device (`scm_only`) and the flush is a copy in memory (see
-    /// [`Vos::flush_is_cheap`]); else on that thread, in its next batch.
+    /// Runs the change `f` to `pool` on target `tgt` and makes it durable:
+    /// here and now if the target's thread is idle, the change writes
+    /// nothing to the bulk device (its values, `value_bytes` in all, stay in
+    /// SCM: [`Vos::keeps_in_scm`]) and the flush is a copy in memory
+    /// ([`Vos::flush_is_cheap`]); else on that thread, in its next batch.
     pub async fn write<T: Send + 'static>(
         &self,
         tgt: u32,
-        scm_only: bool,
+        pool: &str,
+        value_bytes: u64,
         f: impl FnOnce(&mut TgtState) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let t = self.get(tgt)?;
-        let f = if scm_only {
-            match write_here(&t.state, f) {
-                Ok(r) => return r,
-                Err(f) => f,
-            }
-        } else {
-            f
+        let f = match write_here(&t.state, pool, value_bytes, f) {
+            Ok(r) => return r,
+            Err(f) => f,
         };
         self.run(tgt, f).await
     }
@@ -331,12 +329,15 @@ fn read_here<T>(
 /// flush costs no device wait; `f` back when it must go to the thread.
 fn write_here<T, F: FnOnce(&mut TgtState) -> Result<T>>(
     state: &Mutex<TgtState>,
+    pool: &str,
+    value_bytes: u64,
     f: F,
 ) -> std::result::Result<Result<T>, F> {
     let Ok(mut st) = state.try_lock() else {
         return Err(f);
     };
-    if !st.flush_is_cheap() {
+    let in_scm = st.vos(pool).is_ok_and(|v| v.keeps_in_scm(value_bytes));
+    if !in_scm || !st.flush_is_cheap() {
         return Err(f);
     }
     let r = f(&mut st);
@@ -443,8 +444,9 @@ mod tests {
         std::thread::current().name().unwrap_or("").to_string()
     }
 
-    /// Where a change runs: in place only for a small change to an idle
-    /// target whose log is on a tmpfs; it is durable when answered.
+    /// Where a change runs: in place only for a change whose values stay in
+    /// SCM (under the pool's `data_thresh`) to an idle target whose log is
+    /// on a tmpfs; it is durable when answered.
     #[tokio::test]
     async fn small_changes_run_in_place_only_when_the_flush_is_a_copy() {
         for (base, in_memory) in [("/dev/shm", true), ("/var/tmp", false)] {
@@ -457,35 +459,54 @@ mod tests {
                 continue;
             }
             let targets = Targets::start(1).unwrap();
-            let cfg = crate::vos::tests::cfg(&dir, 1 << 20, None);
-            targets
-                .run(0, move |ts| ts.open_vos("p", cfg))
-                .await
-                .unwrap();
-            for scm_only in [true, false] {
-                let ran_on = targets
-                    .write(0, scm_only, |ts| {
-                        ts.change("p", 1, |v| {
-                            v.update(
-                                Oid::new(1, 0, 1),
-                                1,
-                                b"d",
-                                &[Iod::single("a", "x")],
-                                Cond::NONE,
-                            )
-                        })?;
-                        Ok(thread_name())
-                    })
+            for thresh in [4096u64, 8192] {
+                let mut cfg = crate::vos::tests::cfg(&dir, 1 << 20, Some(64 * 4096));
+                cfg.dir = dir.path().join(format!("vos{thresh}"));
+                cfg.data_thresh = thresh;
+                let pool = format!("p{thresh}");
+                let p = pool.clone();
+                targets
+                    .run(0, move |ts| ts.open_vos(&p, cfg))
                     .await
                     .unwrap();
-                let here = ran_on == thread_name();
-                assert_eq!(here, in_memory && scm_only, "{base} scm_only={scm_only}");
-                assert_eq!(ran_on == "tgt_0", !here);
-                let pending = targets
-                    .run(0, |ts| Ok(ts.vos("p")?.stats().pending_bytes))
-                    .await
-                    .unwrap();
-                assert_eq!(pending, 0, "answered before its flush");
+                for size in [10usize, 4096] {
+                    let p = pool.clone();
+                    let ran_on = targets
+                        .write(0, &pool, size as u64, move |ts| {
+                            ts.change(&p, 1, |v| {
+                                v.update(
+                                    Oid::new(1, 0, size as u64),
+                                    1,
+                                    b"d",
+                                    &[Iod::single("a", vec![b'x'; size])],
+                                    Cond::NONE,
+                                )
+                            })?;
+                            Ok(thread_name())
+                        })
+                        .await
+                        .unwrap();
+                    let here = ran_on == thread_name();
+                    let what = format!("{base}, data_thresh {thresh}, {size} bytes");
+                    assert_eq!(here, in_memory && (size as u64) < thresh, "{what}");
+                    assert_eq!(ran_on == "tgt_0", !here, "{what}");
+                    let p = pool.clone();
+                    let pending = targets
+                        .run(0, move |ts| Ok(ts.vos(&p)?.stats().pending_bytes))
+                        .await
+                        .unwrap();
+                    assert_eq!(pending, 0, "{what}: answered before its flush");
+                    let p = pool.clone();
+                    let bulk_used = targets
+                        .run(0, move |ts| Ok(ts.vos(&p)?.space().bulk_used))
+                        .await
+                        .unwrap();
+                    assert_eq!(
+                        bulk_used > 0,
+                        size as u64 >= thresh,
+                        "{what}: placed by data_thresh"
+                    );
+                }
             }
             targets.stop();
         }

@@ -31,6 +31,7 @@ fn cfg(root: &Path, vos_dir: &str) -> VosConfig {
             len: BULK_LEN,
         }),
         sync: true,
+        data_thresh: engine::vos::BULK_THRESHOLD,
     }
 }
 

@@ -506,6 +506,60 @@ async fn objects_across_two_engines() {
     cont.close().await.unwrap();
     pool.disconnect().await.unwrap();
 
+    // data_thresh (set at create): values under it stay in SCM, the bulk
+    // tier sees none of them; it cannot be changed afterwards.
+    s.sys
+        .dmg_ok(&["pool", "destroy", "small", "--recursive", "--force"]);
+    s.sys.dmg_ok(&[
+        "pool",
+        "create",
+        "thresh",
+        "--scm-size",
+        "60MiB",
+        "--nvme-size",
+        "60MiB",
+        "-P",
+        "data_thresh:1MiB",
+    ]);
+    let free = |tier: usize| {
+        let q = s.sys.dmg_json(&["pool", "query", "thresh"]);
+        q["tier_stats"][tier]["free"].as_u64().unwrap()
+    };
+    let (scm0, nvme0) = (free(0), free(1));
+    s.daos_ok(&["container", "create", "thresh", "c"]);
+    let pool = daos
+        .pool_connect("thresh", PoolFlags::ReadWrite)
+        .await
+        .unwrap();
+    let cont = pool.open_container("c", true).await.unwrap();
+    let arr = cont
+        .array(
+            cont.alloc_oid(ObjectType::ArrayByte, &class("S1"))
+                .await
+                .unwrap(),
+            256 << 10,
+        )
+        .unwrap();
+    let data = Bytes::from(vec![7u8; 4 << 20]);
+    arr.write(0, data.clone()).await.unwrap();
+    assert_eq!(arr.read(0, 4 << 20).await.unwrap(), data);
+    assert_eq!(
+        free(1),
+        nvme0,
+        "values under data_thresh reached the bulk tier"
+    );
+    assert!(
+        free(0) + (4 << 20) <= scm0,
+        "SCM free {} of {scm0}",
+        free(0)
+    );
+    let o = s
+        .sys
+        .dmg(&["pool", "set-prop", "thresh", "data_thresh:4KiB"]);
+    assert!(!o.status.success());
+    cont.close().await.unwrap();
+    pool.disconnect().await.unwrap();
+
     for log in ["engine0.log", "engine1.log"] {
         let errs: Vec<String> = s
             .sys

@@ -66,7 +66,9 @@ pub const DEFS: &[PropDef] = &[
         name: "data_thresh",
         desc: "Data bdev threshold size",
         default: "4096",
-        access: Access::Any,
+        // The engines take it when they create their shards; DAOS can
+        // change it later, here a change would not reach them.
+        access: Access::CreateOnly,
         kind: Kind::Size {
             min: 0,
             max: 1 << 20,
@@ -317,6 +319,8 @@ mod tests {
             .msg
             .contains("pool create"));
         assert_eq!(check("ec_pda", "2", true).unwrap(), "2");
+        assert_eq!(check("data_thresh", "8KiB", true).unwrap(), "8192");
+        assert!(check("data_thresh", "8KiB", false).is_err());
         assert!(check_label("tank").is_ok());
         assert!(check_label("a b").is_err());
         assert!(check_label("8a05bf3a-a088-4a77-bb9f-df989fce7cc8").is_err());

@@ -101,8 +101,9 @@ pub use types::{
     Oid, Punch, QueryMax, Reach, Recx, RecxEntry, VosConfig, VosSpace,
 };
 
-/// Values (and array extents) of at least this many bytes go to the bulk tier.
-pub const BULK_THRESHOLD: usize = 4096;
+/// The default `data_thresh` (DAOS's): values of 4 KiB and more go to the
+/// bulk tier.
+pub const BULK_THRESHOLD: u64 = 4096;
 /// Log room a flush must leave for [`Vos::flush_is_cheap`]: one batch of
 /// small changes stays far below it, so such a flush writes no checkpoint.
 const CHEAP_FLUSH_ROOM: u64 = 64 << 10;
@@ -242,6 +243,18 @@ impl Vos {
             log_in_memory,
             cfg,
         })
+    }
+
+    /// The size from which new values go to the bulk tier; `None` without
+    /// a bulk region.
+    pub fn bulk_thresh(&self) -> Option<u64> {
+        self.bulk.as_ref().map(|_| self.cfg.data_thresh)
+    }
+
+    /// Whether a change whose values add up to `bytes` stays in the SCM
+    /// tier (each of its values is smaller than the threshold).
+    pub fn keeps_in_scm(&self, bytes: u64) -> bool {
+        self.bulk_thresh().is_none_or(|t| bytes < t)
     }
 
     /// Whether a flush now would be a copy in memory: the log is on a
@@ -522,7 +535,7 @@ impl Vos {
         for op in &ops {
             bound += match op {
                 DtxOp::Update { dkey, iods, .. } => {
-                    2 * upper_update_bound(dkey, iods, self.bulk.is_some())
+                    2 * upper_update_bound(dkey, iods, self.bulk_thresh())
                 }
                 DtxOp::Punch { what, oid, .. } => {
                     2 * index::op_bound(&LOp::Punch {
@@ -1290,7 +1303,7 @@ impl Vos {
 
     /// Checks space, places bulk values and writes them: the resolved op.
     fn resolve_update(&mut self, oid: Oid, dkey: &[u8], iods: &[Iod]) -> Result<LOp> {
-        self.check_scm(upper_update_bound(dkey, iods, self.bulk.is_some()), || {
+        self.check_scm(upper_update_bound(dkey, iods, self.bulk_thresh()), || {
             format!("update of object {oid} dkey {}", show_key(dkey))
         })?;
         let mut placed = Vec::new();
@@ -1352,7 +1365,7 @@ impl Vos {
 
     fn place(&mut self, b: Bytes, placed: &mut Vec<(u64, Bytes)>) -> Result<Payload> {
         match &mut self.bulk {
-            Some(bulk) if b.len() >= BULK_THRESHOLD => {
+            Some(bulk) if b.len() as u64 >= self.cfg.data_thresh => {
                 let off = bulk.alloc.alloc(b.len() as u64).ok_or_else(|| {
                     der(
                         Der::NOSPACE,
@@ -1438,10 +1451,10 @@ impl Vos {
 }
 
 /// Upper bound of the image growth of an update, before values are placed
-/// (`bulk`: whether big values will go to the bulk tier).
-fn upper_update_bound(dkey: &[u8], iods: &[Iod], bulk: bool) -> u64 {
+/// (`bulk_thresh`: the size from which values go to the bulk tier, if any).
+fn upper_update_bound(dkey: &[u8], iods: &[Iod], bulk_thresh: Option<u64>) -> u64 {
     let sized = |n: u64| {
-        if bulk && n >= BULK_THRESHOLD as u64 {
+        if bulk_thresh.is_some_and(|t| n >= t) {
             None
         } else {
             Some(n)

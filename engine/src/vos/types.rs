@@ -370,6 +370,10 @@ pub struct VosConfig {
     pub scm_bytes: u64,
     /// The bulk region, or `None` to keep every value in the SCM tier.
     pub bulk: Option<BulkRegion>,
+    /// Values (and array extents) of at least this many bytes go to the
+    /// bulk region (DAOS's pool property `data_thresh`); smaller ones stay
+    /// in the SCM tier. Only where new values go: what is stored stays put.
+    pub data_thresh: u64,
     /// fdatasync on flush and checkpoint (true in production).
     pub sync: bool,
 }
