@@ -548,10 +548,13 @@ impl Engine {
 }
 
 /// The pool's `data_thresh` as it was created (the default if not given).
+/// At least 1: `data_thresh:0` sends every value to the bulk tier, but an
+/// empty one has no bytes to place there.
 fn data_thresh(rec: &ShardRec) -> u64 {
     rec.svc
         .as_ref()
         .and_then(|s| s.props.get("data_thresh"))
         .and_then(|v| v.parse().ok())
         .unwrap_or(crate::vos::BULK_THRESHOLD)
+        .max(1)
 }

@@ -373,6 +373,7 @@ pub struct VosConfig {
     /// Values (and array extents) of at least this many bytes go to the
     /// bulk region (DAOS's pool property `data_thresh`); smaller ones stay
     /// in the SCM tier. Only where new values go: what is stored stays put.
+    /// At least 1 (an empty value has nothing to put in the bulk tier).
     pub data_thresh: u64,
     /// fdatasync on flush and checkpoint (true in production).
     pub sync: bool,
