@@ -555,6 +555,6 @@ fn data_thresh(rec: &ShardRec) -> u64 {
         .as_ref()
         .and_then(|s| s.props.get("data_thresh"))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(crate::vos::BULK_THRESHOLD)
+        .unwrap_or(crate::vos::DEFAULT_DATA_THRESH)
         .max(1)
 }

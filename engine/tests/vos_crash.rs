@@ -31,7 +31,7 @@ fn cfg(root: &Path, vos_dir: &str) -> VosConfig {
             len: BULK_LEN,
         }),
         sync: true,
-        data_thresh: engine::vos::BULK_THRESHOLD,
+        data_thresh: engine::vos::DEFAULT_DATA_THRESH,
     }
 }
 

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use libdaos::{cond, Daos, DaosOpts, Iod, ObjectClass, ObjectType, PoolFlags, Value};
+use libdaos::{
+    cond, Array, Container, Daos, DaosOpts, Iod, ObjectClass, ObjectId, ObjectType, PoolFlags,
+    Value,
+};
 use proto::Der;
 use testkit::{wait_for, EngineSpec, System};
 
@@ -225,6 +228,15 @@ fn class(name: &str) -> ObjectClass {
     ObjectClass::from_name(name).unwrap()
 }
 
+/// A new array of class `name` with `chunk`-byte chunks, and its id.
+async fn new_array(cont: &Container, name: &str, chunk: u64) -> (ObjectId, Array) {
+    let oid = cont
+        .alloc_oid(ObjectType::ArrayByte, &class(name))
+        .await
+        .unwrap();
+    (oid, cont.array(oid, chunk).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_across_two_engines() {
     let s = two_engines();
@@ -259,11 +271,7 @@ async fn objects_across_two_engines() {
     // Per-shard requests go a message per rank (the rank's other targets
     // ride along): the size is the largest over every shard, and a punch
     // empties every shard.
-    let aoid = cont
-        .alloc_oid(ObjectType::ArrayByte, &class("SX"))
-        .await
-        .unwrap();
-    let arr = cont.array(aoid, 4096).unwrap();
+    let (aoid, arr) = new_array(&cont, "SX", 4096).await;
     for chunk in 0..8u64 {
         arr.write(chunk * 4096 + chunk, Bytes::from(vec![chunk as u8 + 1]))
             .await
@@ -476,14 +484,7 @@ async fn objects_across_two_engines() {
         .await
         .unwrap();
     let cont = pool.open_container("full", true).await.unwrap();
-    let arr = cont
-        .array(
-            cont.alloc_oid(ObjectType::ArrayByte, &class("S1"))
-                .await
-                .unwrap(),
-            1 << 20,
-        )
-        .unwrap();
+    let (_, arr) = new_array(&cont, "S1", 1 << 20).await;
     let block = |i: u64| Bytes::from(vec![(i % 200) as u8 + 1; 1 << 20]);
     let mut written = 0u64;
     let err = loop {
@@ -532,14 +533,7 @@ async fn objects_across_two_engines() {
         .await
         .unwrap();
     let cont = pool.open_container("c", true).await.unwrap();
-    let arr = cont
-        .array(
-            cont.alloc_oid(ObjectType::ArrayByte, &class("S1"))
-                .await
-                .unwrap(),
-            256 << 10,
-        )
-        .unwrap();
+    let (_, arr) = new_array(&cont, "S1", 256 << 10).await;
     let data = Bytes::from(vec![7u8; 4 << 20]);
     arr.write(0, data.clone()).await.unwrap();
     assert_eq!(arr.read(0, 4 << 20).await.unwrap(), data);
@@ -606,14 +600,7 @@ async fn acknowledged_writes_survive_engine_kill9() {
         .await
         .unwrap();
     let cont = pool.open_container("c1", true).await.unwrap();
-    let arr = cont
-        .array(
-            cont.alloc_oid(ObjectType::ArrayByte, &class("SX"))
-                .await
-                .unwrap(),
-            64 << 10,
-        )
-        .unwrap();
+    let (_, arr) = new_array(&cont, "SX", 64 << 10).await;
     let kv = cont
         .kv(cont
             .alloc_oid(ObjectType::KvHashed, &class("RP_2G1"))

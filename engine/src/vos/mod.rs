@@ -103,7 +103,7 @@ pub use types::{
 
 /// The default `data_thresh` (DAOS's): values of 4 KiB and more go to the
 /// bulk tier.
-pub const BULK_THRESHOLD: u64 = 4096;
+pub const DEFAULT_DATA_THRESH: u64 = 4096;
 /// Log room a flush must leave for [`Vos::flush_is_cheap`]: one batch of
 /// small changes stays far below it, so such a flush writes no checkpoint.
 const CHEAP_FLUSH_ROOM: u64 = 64 << 10;

@@ -45,7 +45,7 @@ pub(crate) fn cfg(dir: &TempDir, scm: u64, bulk_len: Option<u64>) -> VosConfig {
         scm_bytes: scm,
         bulk,
         sync: false,
-        data_thresh: BULK_THRESHOLD,
+        data_thresh: DEFAULT_DATA_THRESH,
     }
 }
 
