@@ -227,6 +227,26 @@ impl Cluster {
         }
     }
 
+    /// Runs `f` on the leader among `among`, again on whoever leads next when
+    /// leadership moves meanwhile (a loaded machine can miss a heartbeat);
+    /// the id of the replica it succeeded on.
+    async fn on_leader<T, F>(&self, among: &[u64], f: impl Fn(Arc<Node>) -> F) -> (u64, T)
+    where
+        F: std::future::Future<Output = Result<T, DaosError>>,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let l = self.leader(among).await;
+            match f(self.node(l).clone()).await {
+                Ok(v) => return (l, v),
+                Err(e) if e.der == Der::NOTLEADER => {
+                    assert!(tokio::time::Instant::now() < deadline, "{e}");
+                }
+                Err(e) => panic!("on leader {l}: {e}"),
+            }
+        }
+    }
+
     async fn shutdown(mut self) {
         let ids: Vec<u64> = self.nodes.keys().copied().collect();
         for id in ids {
@@ -383,8 +403,9 @@ async fn restarted_replica_catches_up_and_state_survives_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_change_and_destroy_removes_state() {
     let mut c = Cluster::new(3).await;
-    let l = c.leader(&[0, 1, 2]).await;
-    c.node(l).write(put("x", "1")).await.unwrap();
+    let (l, _) = c
+        .on_leader(&[0, 1, 2], |n| async move { n.write(put("x", "1")).await })
+        .await;
 
     // A fourth replica joins without bootstrapping a group of its own, and one
     // old follower leaves.
@@ -395,10 +416,18 @@ async fn replicas_change_and_destroy_removes_state() {
     c.start(3, o).await;
     let mut want = c.addrs.clone();
     want.remove(&gone);
-    c.node(l).change_replicas(want.clone()).await.unwrap();
+    let (l, _) = c
+        .on_leader(&[0, 1, 2], |n| {
+            let want = want.clone();
+            async move { n.change_replicas(want).await }
+        })
+        .await;
     assert_eq!(c.node(l).replicas(), want);
     wait_applied(c.node(3), "x", "1").await;
-    c.node(l).write(put("y", "2")).await.unwrap();
+    let members: Vec<u64> = want.keys().copied().collect();
+    let (l, _) = c
+        .on_leader(&members, |n| async move { n.write(put("y", "2")).await })
+        .await;
     wait_applied(c.node(3), "y", "2").await;
 
     // The removed replica's state goes, once it has stopped.
