@@ -3,8 +3,8 @@
 //! One [`Vos`] per (pool, target), owned by that target (see `targets`,
 //! which also serves an idle target's reads and small changes on other
 //! threads): no locks, no threads, no async here. A read with
-//! [`Reach::Memory`] never touches a file, so it may run where blocking is
-//! not allowed. Data model as DAOS: object → dkey → akey → single value or
+//! [`Reach::Memory`] never waits on a device (bulk bytes only from the
+//! kernel's page cache), so it may run where blocking is not allowed. Data model as DAOS: object → dkey → akey → single value or
 //! array of records, every change stamped with an epoch;
 //! reads at epoch E see, per akey, the newest version at or below E not
 //! hidden by a punch at or below E.
@@ -633,8 +633,9 @@ impl Vos {
     // ------------------------------------------------------------ reads
 
     /// Reads `reqs` under `dkey` at `epoch`; answers are in request order.
-    /// With [`Reach::Memory`], an answer that needs bytes from the bulk
-    /// device fails with [`Error::NeedsDevice`] instead of reading them.
+    /// With [`Reach::Memory`], an answer that needs bulk bytes the page
+    /// cache does not hold fails with [`Error::NeedsDevice`] instead of
+    /// reading them from the device.
     pub fn fetch(
         &self,
         oid: Oid,
@@ -823,7 +824,6 @@ impl Vos {
                 out.copy_from_slice(src);
                 Ok(())
             }
-            Payload::Bulk { .. } if reach == Reach::Memory => Err(Error::NeedsDevice),
             Payload::Bulk { off: boff, .. } => {
                 let b = self.bulk.as_ref().ok_or_else(|| {
                     der(
@@ -832,6 +832,9 @@ impl Vos {
                     )
                 })?;
                 let at = b.region.offset + boff + off;
+                if reach == Reach::Memory {
+                    return read_cached(&b.file, out, at);
+                }
                 b.file.read_exact_at(out, at).map_err(|e| {
                     Error::io(
                         format!("reading bulk device {} at {at}", b.region.path.display()),
@@ -1690,4 +1693,28 @@ fn nonexist_akey(oid: Oid, dkey: &[u8], akey: &[u8], epoch: u64) -> Error {
             show_key(akey)
         ),
     )
+}
+
+/// Fills `out` from byte `at` of `file` only if the kernel's page cache holds
+/// all of it (`preadv2` with `RWF_NOWAIT`); anything else (a page not cached,
+/// a short read, a kernel or filesystem without the flag) is
+/// [`Error::NeedsDevice`], and the blocking read on the target's thread
+/// reports real I/O errors.
+fn read_cached(file: &std::fs::File, out: &mut [u8], at: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let Ok(at) = libc::off_t::try_from(at) else {
+        return Err(Error::NeedsDevice);
+    };
+    let iov = libc::iovec {
+        iov_base: out.as_mut_ptr().cast(),
+        iov_len: out.len(),
+    };
+    // SAFETY: the iovec points at `out`, which is valid for writes of its
+    // length for the whole call; the descriptor is owned by `file`.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+    if usize::try_from(n).is_ok_and(|n| n == out.len()) {
+        Ok(())
+    } else {
+        Err(Error::NeedsDevice)
+    }
 }

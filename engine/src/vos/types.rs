@@ -166,9 +166,10 @@ pub enum FetchReq {
 /// Where a read may take its bytes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reach {
-    /// The in-memory image only: a read that would wait on the bulk device
-    /// fails with [`crate::error::Error::NeedsDevice`] instead, so it may run
-    /// where blocking is not allowed.
+    /// The in-memory image, and bulk bytes the kernel's page cache holds: a
+    /// read that would wait on the bulk device fails with
+    /// [`crate::error::Error::NeedsDevice`] instead, so it may run where
+    /// blocking is not allowed.
     Memory,
     /// The bulk device too.
     Device,
