@@ -30,12 +30,13 @@
 //! through one mount never lose each other's fields. Two clients changing one
 //! record at the same moment are last-writer-wins, field by whole record.
 //!
-//! A change of nothing but a non-directory's times ([`Dfs::set_times`]: the
-//! kernel's write-back of mtime at close, `utimensat`) is one blind write of
-//! akeys beside the record ([`ATIME_AKEY`], [`MTIME_AKEY`], [`CTIME_AKEY`]),
-//! no read. Every reader of a record takes the times from them where present
-//! ([`with_times`]), and every write of a whole authoritative record writes
-//! them too ([`record_iods`]): the times are always the last written.
+//! A change of a non-directory's permissions, owner or times, and nothing
+//! else ([`Dfs::set_fields`]: the kernel's write-back of mtime at close,
+//! `utimensat`, `chmod`, `chown`) is one blind write of akeys beside the
+//! record ([`BESIDE_AKEYS`]), no read. Every reader of a record takes those
+//! fields from them where present ([`with_beside`]), and every write of a
+//! whole authoritative record writes them too ([`record_iods`]): each field
+//! is always the last written.
 //!
 //! Dependency rule: depends on `libdaos` (and through it `proto`, `placement`).
 
@@ -103,8 +104,20 @@ pub const INODE_AKEY: &[u8] = b"DFS_INODE";
 pub const ATIME_AKEY: &[u8] = b"DFS_ATIME";
 pub const MTIME_AKEY: &[u8] = b"DFS_MTIME";
 pub const CTIME_AKEY: &[u8] = b"DFS_CTIME";
-/// What a reader of a record fetches: the record, then its times akeys.
-const RECORD_AKEYS: [&[u8]; 4] = [INODE_AKEY, ATIME_AKEY, MTIME_AKEY, CTIME_AKEY];
+/// A non-directory's permission bits (the mode without its file type), owner
+/// and group, beside its record: each a u32, little-endian. Where present
+/// they override the record's own.
+pub const PERM_AKEY: &[u8] = b"DFS_PERM";
+pub const UID_AKEY: &[u8] = b"DFS_UID";
+pub const GID_AKEY: &[u8] = b"DFS_GID";
+/// The akeys written beside a record, in the order [`with_beside`] reads them.
+pub const BESIDE_AKEYS: [&[u8]; 6] = [
+    ATIME_AKEY, MTIME_AKEY, CTIME_AKEY, PERM_AKEY, UID_AKEY, GID_AKEY,
+];
+/// What a reader of a record fetches: the record, then [`BESIDE_AKEYS`].
+const RECORD_AKEYS: [&[u8]; 7] = [
+    INODE_AKEY, ATIME_AKEY, MTIME_AKEY, CTIME_AKEY, PERM_AKEY, UID_AKEY, GID_AKEY,
+];
 /// The dkey holding a hard-linked file's authoritative record in its own object.
 pub const INODE_DKEY: &[u8] = b"\0inode";
 /// Extended attributes are akeys `x:NAME` under this dkey of the inode's own object.
@@ -300,28 +313,46 @@ fn time_iod(akey: &[u8], t: i64) -> Iod {
     single(akey, t.to_le_bytes().to_vec())
 }
 
+fn u32_iod(akey: &[u8], v: u32) -> Iod {
+    single(akey, v.to_le_bytes().to_vec())
+}
+
 fn i64_at(b: &[u8], at: usize) -> Option<i64> {
     let a: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
     Some(i64::from_le_bytes(a))
 }
 
-/// `r` with the times written beside it (`a`, `m`, `c`: the values of
-/// [`ATIME_AKEY`], [`MTIME_AKEY`], [`CTIME_AKEY`], empty where absent).
-pub fn with_times(mut r: Inode, a: &[u8], m: &[u8], c: &[u8]) -> Inode {
+fn u32_at(b: &[u8]) -> Option<u32> {
+    let a: [u8; 4] = b.get(..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(a))
+}
+
+/// `r` with the fields written beside it: `side[i]` is the value of
+/// `BESIDE_AKEYS[i]`, empty where absent.
+fn with_beside(mut r: Inode, side: [&[u8]; 6]) -> Inode {
+    let [a, m, c, perm, uid, gid] = side;
     r.atime = i64_at(a, 0).unwrap_or(r.atime);
     r.mtime = i64_at(m, 0).unwrap_or(r.mtime);
     r.ctime = i64_at(c, 0).unwrap_or(r.ctime);
+    if let Some(p) = u32_at(perm) {
+        r.mode = (r.mode & libc::S_IFMT) | (p & !libc::S_IFMT);
+    }
+    r.uid = u32_at(uid).unwrap_or(r.uid);
+    r.gid = u32_at(gid).unwrap_or(r.gid);
     r
 }
 
-/// The write of `r` as an authoritative record: the record and its times
-/// akeys, so no older blind time write outlives it.
+/// The write of `r` as an authoritative record: the record and every akey
+/// beside it, so no older blind write of a field outlives it.
 fn record_iods(r: &Inode) -> Vec<Iod> {
     vec![
         single(INODE_AKEY, r.encode()),
         time_iod(ATIME_AKEY, r.atime),
         time_iod(MTIME_AKEY, r.mtime),
         time_iod(CTIME_AKEY, r.ctime),
+        u32_iod(PERM_AKEY, r.mode & !libc::S_IFMT),
+        u32_iod(UID_AKEY, r.uid),
+        u32_iod(GID_AKEY, r.gid),
     ]
 }
 
@@ -335,7 +366,10 @@ fn decode_record(v: &[Bytes]) -> Result<Option<Inode>> {
         tracing::error!("{e}");
         Errno(libc::EIO)
     })?;
-    Ok(Some(with_times(r, part(1), part(2), part(3))))
+    Ok(Some(with_beside(
+        r,
+        [part(1), part(2), part(3), part(4), part(5), part(6)],
+    )))
 }
 
 /// Adds to `tx` what a change to the entries of directory `dir` does to it:
@@ -549,7 +583,7 @@ impl Dfs {
         Ok(self.cont.array(o.oid, cs)?)
     }
 
-    /// The record under `dkey` of `obj`, its times akeys merged in.
+    /// The record under `dkey` of `obj`, the fields beside it merged in.
     async fn fetch_inode(&self, obj: &Object, dkey: &[u8]) -> Result<Option<Inode>> {
         let iods = RECORD_AKEYS.map(|a| FetchIod::Single { akey: a.to_vec() });
         let f = obj.fetch(dkey, &iods, EPOCH_LATEST, cond::NONE).await?;
@@ -759,18 +793,19 @@ impl Dfs {
         Ok(())
     }
 
-    /// Sets times of a non-directory without reading its record: one blind
-    /// write beside it (see the module docs). ENOENT if its entry is gone.
-    pub async fn set_times(
-        &self,
-        o: &Obj,
-        atime: Option<i64>,
-        mtime: Option<i64>,
-        ctime: i64,
-    ) -> Result<()> {
+    /// Sets the permission bits, owner, group or times of a non-directory
+    /// without reading its record: one blind write beside it (see the module
+    /// docs). The change time is `s.ctime`, else now; it is returned. EISDIR
+    /// for a directory, EINVAL for a size change (which needs the object),
+    /// ENOENT if the entry is gone.
+    pub async fn set_fields(&self, o: &Obj, s: &SetAttr) -> Result<i64> {
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EISDIR));
         }
+        if s.size.is_some() {
+            return Err(Errno(libc::EINVAL));
+        }
+        let ctime = s.ctime.unwrap_or_else(now_ns);
         let _held = self.lock_records(&[o.oid]).await;
         let (obj, dkey) = if o.inode.shared {
             (self.object(o.oid)?, INODE_DKEY.to_vec())
@@ -778,8 +813,11 @@ impl Dfs {
             (self.object(o.parent)?, o.name.clone())
         };
         let mut iods = vec![time_iod(CTIME_AKEY, ctime)];
-        iods.extend(atime.map(|t| time_iod(ATIME_AKEY, t)));
-        iods.extend(mtime.map(|t| time_iod(MTIME_AKEY, t)));
+        iods.extend(s.atime.map(|t| time_iod(ATIME_AKEY, t)));
+        iods.extend(s.mtime.map(|t| time_iod(MTIME_AKEY, t)));
+        iods.extend(s.mode.map(|m| u32_iod(PERM_AKEY, m & !libc::S_IFMT)));
+        iods.extend(s.uid.map(|u| u32_iod(UID_AKEY, u)));
+        iods.extend(s.gid.map(|g| u32_iod(GID_AKEY, g)));
         obj.update(&dkey, &iods, cond::DKEY_UPDATE)
             .await
             .map_err(|e| {
@@ -789,7 +827,7 @@ impl Dfs {
                     e.into()
                 }
             })?;
-        Ok(())
+        Ok(ctime)
     }
 
     /// Changes mode, owner, size or times. `known_size` is a regular file's

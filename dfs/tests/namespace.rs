@@ -558,11 +558,31 @@ async fn posix_namespace() {
     assert_eq!(again.lookup(&r2, b"a.txt").await.unwrap().oid, f.oid);
 }
 
-/// Times set without the record (the write-back cache's mtime at close) are
-/// what every reader sees, survive later whole-record changes, and never
-/// leak onto another file through a reused name.
+/// A blind change of a non-directory's fields (times, permissions, owner).
+fn fields(
+    atime: Option<i64>,
+    mtime: Option<i64>,
+    ctime: i64,
+    mode: Option<u32>,
+    owner: Option<(u32, u32)>,
+) -> SetAttr {
+    SetAttr {
+        atime,
+        mtime,
+        ctime: Some(ctime),
+        mode,
+        uid: owner.map(|o| o.0),
+        gid: owner.map(|o| o.1),
+        ..SetAttr::default()
+    }
+}
+
+/// Fields set without the record (the write-back cache's mtime at close,
+/// utimensat, chmod, chown) are what every reader sees, survive later
+/// whole-record changes, and never leak onto another file through a reused
+/// name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn times_written_beside_the_record() {
+async fn fields_written_beside_the_record() {
     let (_sys, fs) = setup().await;
     let root = fs.root().await.unwrap();
     let f = fs
@@ -570,18 +590,35 @@ async fn times_written_beside_the_record() {
         .await
         .unwrap();
     let (at, mt, ct) = (1_000_000_001, 2_000_000_002, 3_000_000_003);
-    fs.set_times(&f, Some(at), Some(mt), ct).await.unwrap();
+    let s = fields(Some(at), Some(mt), ct, Some(0o4711), Some((7, 8)));
+    assert_eq!(fs.set_fields(&f, &s).await.unwrap(), ct);
     let a = fs.getattr(&f).await.unwrap();
     assert_eq!((a.atime, a.mtime, a.ctime), (at, mt, ct));
+    assert_eq!((a.mode, a.uid, a.gid), (REG | 0o4711, 7, 8));
     let l = fs.lookup(&root, b"f").await.unwrap();
     assert_eq!((l.inode.atime, l.inode.mtime, l.inode.ctime), (at, mt, ct));
+    assert_eq!(
+        (l.inode.mode, l.inode.uid, l.inode.gid),
+        (REG | 0o4711, 7, 8)
+    );
     let (page, _) = fs.readdir(&root, None, 16).await.unwrap();
     let listed = page.iter().find(|o| o.name == b"f").unwrap();
     assert_eq!(
-        (listed.inode.atime, listed.inode.mtime),
-        (at, mt),
-        "readdir(plus) shows the times written beside the record"
+        (
+            listed.inode.atime,
+            listed.inode.mtime,
+            listed.inode.mode,
+            listed.inode.uid
+        ),
+        (at, mt, REG | 0o4711, 7),
+        "readdir(plus) shows the fields written beside the record"
     );
+    // One field alone leaves the others, and the file type, as they were.
+    let now = dfs::now_ns();
+    let chmod = fields(None, None, now, Some(libc::S_IFDIR | 0o640), None);
+    assert_eq!(fs.set_fields(&f, &chmod).await.unwrap(), now);
+    let a = fs.getattr(&f).await.unwrap();
+    assert_eq!((a.mode, a.uid, a.gid, a.mtime), (REG | 0o640, 7, 8, mt));
 
     // A whole-record change keeps them (and moves ctime on).
     let chmod = SetAttr {
@@ -589,53 +626,70 @@ async fn times_written_beside_the_record() {
         ..SetAttr::default()
     };
     let a = fs.setattr(&l, &chmod, None).await.unwrap();
-    assert_eq!((a.mode, a.atime, a.mtime), (REG | 0o600, at, mt));
-    assert!(a.ctime > ct);
-    // ...and a later blind write of one time leaves the other alone.
+    assert_eq!(
+        (a.mode, a.uid, a.gid, a.atime, a.mtime),
+        (REG | 0o600, 7, 8, at, mt)
+    );
+    assert!(a.ctime > now);
+    // ...and a later blind write of one field leaves the others alone.
     let mt2 = 4_000_000_004;
-    fs.set_times(&l, None, Some(mt2), dfs::now_ns())
-        .await
-        .unwrap();
+    let s = fields(None, Some(mt2), dfs::now_ns(), None, Some((9, 10)));
+    fs.set_fields(&l, &s).await.unwrap();
     let a = fs.getattr(&l).await.unwrap();
     assert_eq!((a.mode, a.atime, a.mtime), (REG | 0o600, at, mt2));
+    assert_eq!((a.uid, a.gid), (9, 10));
 
-    // Renamed over a name whose old file had its own times: the moved file
-    // keeps its times, not the victim's.
+    // Renamed over a name whose old file had its own fields: the moved file
+    // keeps its fields, not the victim's.
     let v = fs
         .create(&root, b"victim", REG | 0o644, 0, 0, Special::None)
         .await
         .unwrap();
-    fs.set_times(&v, Some(7), Some(8), 9).await.unwrap();
+    let s = fields(Some(7), Some(8), 9, Some(0o777), Some((1, 1)));
+    fs.set_fields(&v, &s).await.unwrap();
     fs.rename(&root, b"f", &root, b"victim", 0).await.unwrap();
     let moved = fs.lookup(&root, b"victim").await.unwrap();
     assert_eq!(moved.oid, f.oid);
     assert_eq!((moved.inode.atime, moved.inode.mtime), (at, mt2));
-
-    // A hard-linked file's times live with its shared record: set through
-    // one name, seen through the other.
-    let second = fs.link(&moved, &root, b"second").await.unwrap();
-    fs.set_times(&second, None, Some(5_000_000_005), dfs::now_ns())
+    assert_eq!((moved.inode.mode, moved.inode.uid), (REG | 0o600, 9));
+    // A name reused after an unlink starts from its new record.
+    fs.unlink(&root, b"victim").await.unwrap();
+    let reborn = fs
+        .create(&root, b"victim", REG | 0o644, 0, 0, Special::None)
         .await
         .unwrap();
-    let first = fs.lookup(&root, b"victim").await.unwrap();
-    assert_eq!(fs.getattr(&first).await.unwrap().mtime, 5_000_000_005);
+    let a = fs.getattr(&reborn).await.unwrap();
+    assert_eq!((a.mode, a.uid, a.gid), (REG | 0o644, 0, 0));
 
-    // Directories keep their own times; a name that is gone is ENOENT.
+    // A hard-linked file's fields live with its shared record: set through
+    // one name, seen through the other.
+    let second = fs.link(&reborn, &root, b"second").await.unwrap();
+    let s = fields(None, Some(5_000_000_005), dfs::now_ns(), Some(0o700), None);
+    fs.set_fields(&second, &s).await.unwrap();
+    let first = fs.lookup(&root, b"victim").await.unwrap();
+    let a = fs.getattr(&first).await.unwrap();
+    assert_eq!((a.mtime, a.mode), (5_000_000_005, REG | 0o700));
+
+    // Directories keep their own times, a size needs the object, a name
+    // that is gone is ENOENT.
     let d = fs
         .create(&root, b"d", libc::S_IFDIR | 0o755, 0, 0, Special::None)
         .await
         .unwrap();
+    let s = fields(None, Some(1), 1, None, None);
+    assert_eq!(fs.set_fields(&d, &s).await.unwrap_err(), e(libc::EISDIR));
+    let truncate = SetAttr {
+        size: Some(0),
+        ..SetAttr::default()
+    };
     assert_eq!(
-        fs.set_times(&d, None, Some(1), 1).await.unwrap_err(),
-        e(libc::EISDIR)
+        fs.set_fields(&first, &truncate).await.unwrap_err(),
+        e(libc::EINVAL)
     );
     let g = fs
         .create(&root, b"gone", REG | 0o644, 0, 0, Special::None)
         .await
         .unwrap();
     fs.unlink(&root, b"gone").await.unwrap();
-    assert_eq!(
-        fs.set_times(&g, None, Some(1), 1).await.unwrap_err(),
-        e(libc::ENOENT)
-    );
+    assert_eq!(fs.set_fields(&g, &s).await.unwrap_err(), e(libc::ENOENT));
 }

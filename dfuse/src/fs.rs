@@ -442,9 +442,8 @@ impl Core {
             let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
             (e.obj.clone(), e.orphan)
         };
-        let only_times = s.size.is_none() && s.mode.is_none() && s.uid.is_none() && s.gid.is_none();
-        if !orphan && only_times && o.kind() != Kind::Dir {
-            return self.set_times(ino, &o, s).await;
+        if !orphan && s.size.is_none() && o.kind() != Kind::Dir {
+            return self.set_fields(ino, &o, s).await;
         }
         if !orphan {
             let known_size = self.attrs.get(&ino).map(|a| a.size);
@@ -501,16 +500,21 @@ impl Core {
         Ok(a)
     }
 
-    /// A change of nothing but a file's times (the write-back cache's mtime
-    /// at close, `utimensat`): one blind write, and the attributes this
-    /// mount holds follow it without asking the engines again.
-    async fn set_times(&self, ino: u64, o: &Obj, s: &SetAttr) -> Result<Attr, Errno> {
+    /// A change of a file's permissions, owner or times but not its size
+    /// (the write-back cache's mtime at close, `utimensat`, `chmod`,
+    /// `chown`): one blind write, and the attributes this mount holds follow
+    /// it without asking the engines again.
+    async fn set_fields(&self, ino: u64, o: &Obj, s: &SetAttr) -> Result<Attr, Errno> {
         let held = self.attrs.get(&ino);
         self.changed(ino);
-        let ctime = s.ctime.unwrap_or_else(dfs::now_ns);
-        self.dfs.set_times(o, s.atime, s.mtime, ctime).await?;
+        let ctime = self.dfs.set_fields(o, s).await?;
         let a = match held {
             Some(mut a) => {
+                if let Some(m) = s.mode {
+                    a.mode = (a.mode & libc::S_IFMT) | (m & !libc::S_IFMT);
+                }
+                a.uid = s.uid.unwrap_or(a.uid);
+                a.gid = s.gid.unwrap_or(a.gid);
                 a.atime = s.atime.unwrap_or(a.atime);
                 a.mtime = s.mtime.unwrap_or(a.mtime);
                 a.ctime = ctime;
