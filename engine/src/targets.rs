@@ -10,9 +10,9 @@
 //!
 //! The hand-off to the thread may be skipped while the thread is idle (the
 //! lock is free; callers only `try_lock`, never wait): [`Targets::read`]
-//! answers from the in-memory image on the caller's (network) thread, and
-//! sees only flushed changes since the thread holds the lock through each
-//! flush; [`Targets::write`] applies a change that writes nothing to the
+//! answers from the in-memory image (and bulk bytes the page cache holds)
+//! on the caller's (network) thread, and sees only flushed changes since the
+//! thread holds the lock through each flush; [`Targets::write`] applies a change that writes nothing to the
 //! bulk device and flushes it there, when that flush is a copy in memory.
 //! Anything that would wait on a device goes through the channel.
 

@@ -4,10 +4,10 @@
 //! which also serves an idle target's reads and small changes on other
 //! threads): no locks, no threads, no async here. A read with
 //! [`Reach::Memory`] never waits on a device (bulk bytes only from the
-//! kernel's page cache), so it may run where blocking is not allowed. Data model as DAOS: object → dkey → akey → single value or
-//! array of records, every change stamped with an epoch;
-//! reads at epoch E see, per akey, the newest version at or below E not
-//! hidden by a punch at or below E.
+//! kernel's page cache), so it may run where blocking is not allowed. Data
+//! model as DAOS: object → dkey → akey → single value or array of records,
+//! every change stamped with an epoch; reads at epoch E see, per akey, the
+//! newest version at or below E not hidden by a punch at or below E.
 //!
 //! # Durability contract
 //!
