@@ -28,7 +28,8 @@
 //! An inode record (mode, owner, times, a linked file's count) is
 //! read-modify-written under its inode's lock in this [`Dfs`]: changes
 //! through one mount never lose each other's fields. Two clients changing one
-//! record at the same moment are last-writer-wins, field by whole record.
+//! record at the same moment are last-writer-wins: field by field for the
+//! fields kept beside the record (below), by whole record for the rest.
 //!
 //! A change of a non-directory's permissions, owner or times, and nothing
 //! else ([`Dfs::set_fields`]: the kernel's write-back of mtime at close,
