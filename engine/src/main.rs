@@ -12,7 +12,7 @@ struct Cli {
     /// Number of targets (VOS shards, one thread each).
     #[arg(short = 't', long = "targets")]
     targets: u32,
-    /// Number of helper streams.
+    /// Number of helper streams: network threads beside the main one.
     #[arg(short = 'x', long = "xshelpernr", default_value_t = 0)]
     helpers: u32,
     /// System (group) name.
@@ -66,8 +66,19 @@ fn main() -> anyhow::Result<()> {
             args.targets
         );
     }
+    if args.nr_xs_helpers > args.targets {
+        anyhow::bail!(
+            "-x/--xshelpernr ({}) must not exceed -t/--targets ({})",
+            args.nr_xs_helpers,
+            args.targets
+        );
+    }
+    // The network runtime is DAOS's main stream plus its helper streams: on
+    // a node the engine shares with clients, every extra worker adds
+    // wake-ups to each request (docs/perf.md: one worker instead of two
+    // doubled KV throughput at depth 64 on 2 vCPUs).
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1 + args.nr_xs_helpers as usize)
         .enable_all()
         .build()?;
     rt.block_on(async move {
