@@ -34,10 +34,10 @@
 //! A change of a non-directory's permissions, owner or times, and nothing
 //! else ([`Dfs::set_fields`]: the kernel's write-back of mtime at close,
 //! `utimensat`, `chmod`, `chown`) is one blind write of akeys beside the
-//! record ([`BESIDE_AKEYS`]), no read. Every reader of a record takes those
-//! fields from them where present ([`with_beside`]), and every write of a
-//! whole authoritative record writes them too ([`record_iods`]): each field
-//! is always the last written.
+//! record (all of [`RECORD_AKEYS`] but the first), no read. Every reader of
+//! a record takes those fields from them where present ([`with_beside`]),
+//! and every write of a whole authoritative record writes them too
+//! ([`record_iods`]): each field is always the last written.
 //!
 //! Dependency rule: depends on `libdaos` (and through it `proto`, `placement`).
 
@@ -111,11 +111,8 @@ pub const CTIME_AKEY: &[u8] = b"DFS_CTIME";
 pub const PERM_AKEY: &[u8] = b"DFS_PERM";
 pub const UID_AKEY: &[u8] = b"DFS_UID";
 pub const GID_AKEY: &[u8] = b"DFS_GID";
-/// The akeys written beside a record, in the order [`with_beside`] reads them.
-pub const BESIDE_AKEYS: [&[u8]; 6] = [
-    ATIME_AKEY, MTIME_AKEY, CTIME_AKEY, PERM_AKEY, UID_AKEY, GID_AKEY,
-];
-/// What a reader of a record fetches: the record, then [`BESIDE_AKEYS`].
+/// What a reader of a record fetches: the record, then the akeys beside it
+/// in the order [`with_beside`] takes them.
 const RECORD_AKEYS: [&[u8]; 7] = [
     INODE_AKEY, ATIME_AKEY, MTIME_AKEY, CTIME_AKEY, PERM_AKEY, UID_AKEY, GID_AKEY,
 ];
@@ -329,7 +326,7 @@ fn u32_at(b: &[u8]) -> Option<u32> {
 }
 
 /// `r` with the fields written beside it: `side[i]` is the value of
-/// `BESIDE_AKEYS[i]`, empty where absent.
+/// `RECORD_AKEYS[i + 1]`, empty where absent.
 fn with_beside(mut r: Inode, side: [&[u8]; 6]) -> Inode {
     let [a, m, c, perm, uid, gid] = side;
     r.atime = i64_at(a, 0).unwrap_or(r.atime);

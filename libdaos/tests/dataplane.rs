@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use libdaos::{
-    cond, Array, Container, Daos, DaosOpts, Iod, ObjectClass, ObjectId, ObjectType, PoolFlags,
-    Value,
+    cond, Array, Container, Daos, DaosOpts, Iod, ObjectClass, ObjectId, ObjectType, Pool,
+    PoolFlags, Value,
 };
 use proto::Der;
 use testkit::{wait_for, EngineSpec, System};
@@ -228,6 +228,13 @@ fn class(name: &str) -> ObjectClass {
     ObjectClass::from_name(name).unwrap()
 }
 
+/// Pool `pool` connected read-write and its container `cont` opened.
+async fn open_rw(daos: &Daos, pool: &str, cont: &str) -> (Pool, Container) {
+    let pool = daos.pool_connect(pool, PoolFlags::ReadWrite).await.unwrap();
+    let cont = pool.open_container(cont, true).await.unwrap();
+    (pool, cont)
+}
+
 /// A new array of class `name` with `chunk`-byte chunks, and its id.
 async fn new_array(cont: &Container, name: &str, chunk: u64) -> (ObjectId, Array) {
     let oid = cont
@@ -242,11 +249,7 @@ async fn objects_across_two_engines() {
     let s = two_engines();
     s.daos_ok(&["container", "create", "tank", "c1", "--type", "POSIX"]);
     let daos = s.client().await;
-    let pool = daos
-        .pool_connect("tank", PoolFlags::ReadWrite)
-        .await
-        .unwrap();
-    let cont = pool.open_container("c1", true).await.unwrap();
+    let (pool, cont) = open_rw(&daos, "tank", "c1").await;
 
     // SX: one shard per target, so both ranks hold some of it.
     let oid = cont
@@ -479,11 +482,7 @@ async fn objects_across_two_engines() {
         "80MiB",
     ]);
     s.daos_ok(&["container", "create", "small", "full"]);
-    let pool = daos
-        .pool_connect("small", PoolFlags::ReadWrite)
-        .await
-        .unwrap();
-    let cont = pool.open_container("full", true).await.unwrap();
+    let (pool, cont) = open_rw(&daos, "small", "full").await;
     let (_, arr) = new_array(&cont, "S1", 1 << 20).await;
     let block = |i: u64| Bytes::from(vec![(i % 200) as u8 + 1; 1 << 20]);
     let mut written = 0u64;
@@ -528,11 +527,7 @@ async fn objects_across_two_engines() {
     };
     let (scm0, nvme0) = (free(0), free(1));
     s.daos_ok(&["container", "create", "thresh", "c"]);
-    let pool = daos
-        .pool_connect("thresh", PoolFlags::ReadWrite)
-        .await
-        .unwrap();
-    let cont = pool.open_container("c", true).await.unwrap();
+    let (pool, cont) = open_rw(&daos, "thresh", "c").await;
     let (_, arr) = new_array(&cont, "S1", 256 << 10).await;
     let data = Bytes::from(vec![7u8; 4 << 20]);
     arr.write(0, data.clone()).await.unwrap();
@@ -595,11 +590,7 @@ async fn acknowledged_writes_survive_engine_kill9() {
     let s = two_engines();
     s.daos_ok(&["container", "create", "tank", "c1"]);
     let daos = s.client().await;
-    let pool = daos
-        .pool_connect("tank", PoolFlags::ReadWrite)
-        .await
-        .unwrap();
-    let cont = pool.open_container("c1", true).await.unwrap();
+    let (_pool, cont) = open_rw(&daos, "tank", "c1").await;
     let (_, arr) = new_array(&cont, "SX", 64 << 10).await;
     let kv = cont
         .kv(cont
