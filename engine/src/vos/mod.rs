@@ -34,7 +34,8 @@
 //! - The bulk tier holds values/extents of 4 KiB and more in the target's
 //!   region of a device file, placed by a first-fit 4 KiB-block allocator.
 //!   Bulk data is written when the mutation is applied and fdatasync'ed by
-//!   the flush before the log record that points at it. Bulk space freed by
+//!   the flush before the log record that points at it (when the log is on
+//!   a tmpfs, by the next checkpoint: see [`Vos::flush`]). Bulk space freed by
 //!   a mutation (overwrite, aggregation, DTX abort) becomes reusable only
 //!   after the flush that logs the free, so a replay never meets a
 //!   reference to reused space. The allocator is rebuilt from the index on
@@ -129,8 +130,9 @@ pub struct Vos {
     image_limit: u64,
     log_limit: u64,
     checkpoints: u64,
-    /// The log's filesystem keeps it in memory (see [`Vos::flush_is_cheap`]).
+    /// The log's filesystem keeps it in memory (see [`Vos::flush`]).
     log_in_memory: bool,
+    bulk_syncs: u64,
 }
 
 /// Whether `dir` is on a tmpfs.
@@ -155,6 +157,7 @@ struct Bulk {
     file: File,
     region: BulkRegion,
     alloc: ExtentAlloc,
+    /// Written since its last fdatasync.
     dirty: bool,
 }
 
@@ -169,6 +172,8 @@ pub struct VosStats {
     pub checkpoints: u64,
     /// The highest epoch aggregated up to.
     pub agg_boundary: u64,
+    /// fdatasyncs of the bulk device since open.
+    pub bulk_syncs: u64,
 }
 
 impl Vos {
@@ -241,6 +246,7 @@ impl Vos {
             failed: None,
             checkpoints: 0,
             log_in_memory,
+            bulk_syncs: 0,
             cfg,
         })
     }
@@ -258,13 +264,11 @@ impl Vos {
     }
 
     /// Whether a flush now would be a copy in memory: the log is on a
-    /// tmpfs (DAOS's `class: ram` SCM), no bulk data waits for its
-    /// fdatasync, and the log is far from the size that calls for a
-    /// checkpoint.
+    /// tmpfs (DAOS's `class: ram` SCM, where the bulk device is synced only
+    /// by checkpoints: see [`Vos::flush`]) and far from the size that calls
+    /// for a checkpoint.
     pub fn flush_is_cheap(&self) -> bool {
-        self.log_in_memory
-            && !self.bulk.as_ref().is_some_and(|b| b.dirty)
-            && self.log.len.saturating_add(CHEAP_FLUSH_ROOM) < self.log_limit
+        self.log_in_memory && self.log.len.saturating_add(CHEAP_FLUSH_ROOM) < self.log_limit
     }
 
     fn open_bulk(region: &BulkRegion, img: &Image) -> Result<Bulk> {
@@ -407,6 +411,15 @@ impl Vos {
     /// Makes every mutation since the last flush durable: fdatasync of the
     /// bulk data they wrote, then ONE write + fdatasync of a log record (or a
     /// checkpoint, when the log is full). Then frees pending bulk space.
+    ///
+    /// When the log is on a tmpfs (SCM `class: ram`) the bulk data is not
+    /// synced per flush: written, it is in the kernel's page cache, which
+    /// survives `kill -9` of any process as the tmpfs does, and a power loss
+    /// that would lose unsynced bulk data loses the SCM tier, and with it
+    /// every reference to that data, anyway. A checkpoint still syncs it
+    /// first, which bounds what waits for the kernel's writeback and
+    /// surfaces a writeback error (the VOS then refuses changes, as for any
+    /// failed write).
     pub fn flush(&mut self) -> Result<()> {
         self.check_ok()?;
         if self.batch_count == 0 {
@@ -431,22 +444,27 @@ impl Vos {
     }
 
     fn flush_io(&mut self, force_ckpt: bool) -> Result<()> {
-        if let Some(b) = &mut self.bulk {
-            if b.dirty && self.cfg.sync {
-                b.file.sync_data().map_err(|e| {
-                    Error::io(
-                        format!("syncing bulk device {}", b.region.path.display()),
-                        e,
-                    )
-                })?;
-            }
-            b.dirty = false;
-        }
         let seq = self.seq + 1;
         let rec_len = (layout::REC_HEADER_LEN + 12 + self.batch.len()) as u64;
         // A batch too big for one record (its length is a u32) goes into a
         // checkpoint too.
-        if force_ckpt || self.log.len + rec_len > self.log_limit || rec_len > u64::from(u32::MAX) {
+        let ckpt =
+            force_ckpt || self.log.len + rec_len > self.log_limit || rec_len > u64::from(u32::MAX);
+        if let Some(b) = &mut self.bulk {
+            if b.dirty && (ckpt || !self.log_in_memory) {
+                if self.cfg.sync {
+                    b.file.sync_data().map_err(|e| {
+                        Error::io(
+                            format!("syncing bulk device {}", b.region.path.display()),
+                            e,
+                        )
+                    })?;
+                    self.bulk_syncs += 1;
+                }
+                b.dirty = false;
+            }
+        }
+        if ckpt {
             wal::write_checkpoint(&self.cfg.dir, &self.img, seq, self.cfg.sync)?;
             let what = || format!("resetting log {}", self.log.path.display());
             self.log
@@ -1127,6 +1145,7 @@ impl Vos {
             pending_bytes: self.batch.len() as u64,
             checkpoints: self.checkpoints,
             agg_boundary: self.img.boundary,
+            bulk_syncs: self.bulk_syncs,
         }
     }
 

@@ -960,6 +960,36 @@ fn memory_reads_take_bulk_values_from_the_page_cache_only() {
 }
 
 #[test]
+fn bulk_device_is_synced_per_flush_unless_the_log_is_in_memory() {
+    // /dev/shm is a tmpfs on Linux; the temporary directory usually is not.
+    // Whichever kind each turns out to be, its rule is checked.
+    for base in [std::path::PathBuf::from("/dev/shm"), std::env::temp_dir()] {
+        let Ok(d) = TempDir::new_in(&base) else {
+            continue;
+        };
+        let len = 16 * 4096;
+        let mut c = cfg(&d, 1 << 20, Some(len));
+        c.sync = true;
+        let in_memory = in_memory(d.path());
+        let mut v = Vos::open(c.clone()).unwrap();
+        for e in 1..=3u8 {
+            put(&mut v, O1, u64::from(e), b"d", b"big", &[e; 4096]);
+            v.flush().unwrap();
+        }
+        let per_flush = if in_memory { 0 } else { 3 };
+        assert_eq!(v.stats().bulk_syncs, per_flush, "{}", base.display());
+        // A checkpoint syncs what the flushes left in the page cache.
+        v.checkpoint().unwrap();
+        assert_eq!(v.stats().bulk_syncs, if in_memory { 1 } else { 3 });
+        assert!(v.flush_is_cheap() == in_memory);
+        drop(v);
+        let v = Vos::open(c).unwrap();
+        assert_eq!(single(&v, O1, 3, b"d", b"big").unwrap(), vec![3u8; 4096]);
+        assert_eq!(single(&v, O1, 2, b"d", b"big").unwrap(), vec![2u8; 4096]);
+    }
+}
+
+#[test]
 fn bulk_values_survive_reopen_and_space_is_reused() {
     let d = TempDir::new().unwrap();
     let len = 64 * 4096;
