@@ -1,7 +1,8 @@
 //! Targets: one OS thread each, owning the VOS of every pool shard it holds.
 //!
 //! Invariants: a target's state (its VOS instances) is touched only under
-//! its lock, and no caller hears of a change before it is on disk. Work
+//! its lock, and no caller hears of a change before it is durable (as
+//! [`Vos::flush`] defines it). Work
 //! arrives as jobs on a bounded channel (a full channel makes senders wait:
 //! back-pressure, not an unbounded queue). The thread takes the lock, runs
 //! every job it finds waiting, makes the batch durable with one flush per
@@ -12,8 +13,9 @@
 //! lock is free; callers only `try_lock`, never wait): [`Targets::read`]
 //! answers from the in-memory image (and bulk bytes the page cache holds)
 //! on the caller's (network) thread, and sees only flushed changes since the
-//! thread holds the lock through each flush; [`Targets::write`] applies a change that writes nothing to the
-//! bulk device and flushes it there, when that flush is a copy in memory.
+//! thread holds the lock through each flush; [`Targets::write`] applies a
+//! change that writes to memory only and flushes it there, when that flush
+//! is a copy in memory.
 //! Anything that would wait on a device goes through the channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -260,10 +262,11 @@ impl Targets {
     }
 
     /// Runs the change `f` to `pool` on target `tgt` and makes it durable:
-    /// here and now if the target's thread is idle, the change writes
-    /// nothing to the bulk device (its values, `value_bytes` in all, stay in
-    /// SCM: [`Vos::keeps_in_scm`]) and the flush is a copy in memory
-    /// ([`Vos::flush_is_cheap`]); else on that thread, in its next batch.
+    /// here and now if the target's thread is idle, the change writes to
+    /// memory only (its values, `value_bytes` in all, stay in SCM or are a
+    /// small write to the page cache: [`Vos::writes_to_memory`]) and the
+    /// flush is a copy in memory ([`Vos::flush_is_cheap`]); else on that
+    /// thread, in its next batch.
     pub async fn write<T: Send + 'static>(
         &self,
         tgt: u32,
@@ -336,8 +339,8 @@ fn write_here<T, F: FnOnce(&mut TgtState) -> Result<T>>(
     let Ok(mut st) = state.try_lock() else {
         return Err(f);
     };
-    let in_scm = st.vos(pool).is_ok_and(|v| v.keeps_in_scm(value_bytes));
-    if !in_scm || !st.flush_is_cheap() {
+    let in_memory = st.vos(pool).is_ok_and(|v| v.writes_to_memory(value_bytes));
+    if !in_memory || !st.flush_is_cheap() {
         return Err(f);
     }
     let r = f(&mut st);
@@ -444,9 +447,9 @@ mod tests {
         std::thread::current().name().unwrap_or("").to_string()
     }
 
-    /// Where a change runs: in place only for a change whose values stay in
-    /// SCM (under the pool's `data_thresh`) to an idle target whose log is
-    /// on a tmpfs; it is durable when answered.
+    /// Where a change runs: in place only to an idle target whose log is on
+    /// a tmpfs, for a change whose values stay in SCM (under the pool's
+    /// `data_thresh`) or are a small bulk write; it is durable when answered.
     #[tokio::test]
     async fn small_changes_run_in_place_only_when_the_flush_is_a_copy() {
         for (base, in_memory) in [("/dev/shm", true), ("/var/tmp", false)] {
@@ -469,7 +472,8 @@ mod tests {
                     .run(0, move |ts| ts.open_vos(&p, cfg))
                     .await
                     .unwrap();
-                for size in [10usize, 4096] {
+                let big = crate::vos::SMALL_BULK as usize + 4096;
+                for size in [10usize, 4096, big] {
                     let p = pool.clone();
                     let ran_on = targets
                         .write(0, &pool, size as u64, move |ts| {
@@ -488,7 +492,7 @@ mod tests {
                         .unwrap();
                     let here = ran_on == thread_name();
                     let what = format!("{base}, data_thresh {thresh}, {size} bytes");
-                    assert_eq!(here, in_memory && (size as u64) < thresh, "{what}");
+                    assert_eq!(here, in_memory && size < big, "{what}");
                     assert_eq!(ran_on == "tgt_0", !here, "{what}");
                     let p = pool.clone();
                     let pending = targets

@@ -108,6 +108,9 @@ pub const DEFAULT_DATA_THRESH: u64 = 4096;
 /// Log room a flush must leave for [`Vos::flush_is_cheap`]: one batch of
 /// small changes stays far below it, so such a flush writes no checkpoint.
 const CHEAP_FLUSH_ROOM: u64 = 64 << 10;
+/// The most bulk bytes of a change [`Vos::writes_to_memory`] counts as a
+/// write to memory.
+pub const SMALL_BULK: u64 = 64 << 10;
 /// The most bytes one fetch returns.
 pub const MAX_FETCH_BYTES: u64 = 1 << 30;
 
@@ -257,10 +260,14 @@ impl Vos {
         self.bulk.as_ref().map(|_| self.cfg.data_thresh)
     }
 
-    /// Whether a change whose values add up to `bytes` stays in the SCM
-    /// tier (each of its values is smaller than the threshold).
-    pub fn keeps_in_scm(&self, bytes: u64) -> bool {
-        self.bulk_thresh().is_none_or(|t| bytes < t)
+    /// Whether a change whose values add up to `bytes` writes to memory
+    /// only: it stays in the SCM tier (each of its values is smaller than
+    /// the threshold), or the log is on a tmpfs, so its bulk values go to
+    /// the page cache with no sync per flush (see [`Vos::flush`]), and they
+    /// are few enough ([`SMALL_BULK`]) not to be held up by the kernel's
+    /// writeback throttling.
+    pub fn writes_to_memory(&self, bytes: u64) -> bool {
+        self.bulk_thresh().is_none_or(|t| bytes < t) || (self.log_in_memory && bytes <= SMALL_BULK)
     }
 
     /// Whether a flush now would be a copy in memory: the log is on a
