@@ -2,12 +2,12 @@
 //!
 //! Invariants: a target's state (its VOS instances) is touched only under
 //! its lock, and no caller hears of a change before it is durable (as
-//! [`Vos::flush`] defines it). Work
-//! arrives as jobs on a bounded channel (a full channel makes senders wait:
-//! back-pressure, not an unbounded queue). The thread takes the lock, runs
-//! every job it finds waiting, makes the batch durable with one flush per
-//! VOS it changed (group commit), releases the lock and only then answers
-//! the batch; a failed flush fails every change of the batch.
+//! [`Vos::flush`] defines it). Work arrives as jobs on a bounded channel (a
+//! full channel makes senders wait: back-pressure, not an unbounded queue).
+//! The thread takes the lock, runs every job it finds waiting, makes the
+//! batch durable with one flush per VOS it changed (group commit), releases
+//! the lock and only then answers the batch; a failed flush fails every
+//! change of the batch.
 //!
 //! The hand-off to the thread may be skipped while the thread is idle (the
 //! lock is free; callers only `try_lock`, never wait): [`Targets::read`]
@@ -15,8 +15,8 @@
 //! on the caller's (network) thread, and sees only flushed changes since the
 //! thread holds the lock through each flush; [`Targets::write`] applies a
 //! change that writes to memory only and flushes it there, when that flush
-//! is a copy in memory.
-//! Anything that would wait on a device goes through the channel.
+//! is a copy in memory. Anything that would wait on a device goes through
+//! the channel.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
