@@ -160,7 +160,8 @@ struct Bulk {
     file: File,
     region: BulkRegion,
     alloc: ExtentAlloc,
-    /// Written since its last fdatasync.
+    /// Written since the last flush that synced it (or, with `sync` off,
+    /// would have).
     dirty: bool,
 }
 
