@@ -12,14 +12,24 @@
 //!   forever.
 //! - A broken connection is replaced lazily, by the next call; calls are
 //!   never retried here, because not every operation is idempotent.
+//! - Frames reach the socket whole and in the order their calls queued
+//!   them: a call writes its frame itself only when nothing is queued before
+//!   it, under the queue's lock; otherwise the writer task writes the queue.
+//! - A call's deadline is kept by the connection's reader task, which sweeps
+//!   the waiting calls every [`SWEEP`] while any wait, not by a timer per
+//!   call: arming a timer from outside the runtime wakes its worker, and a
+//!   call made from a thread of its own (dfuse's FUSE thread) should cost no
+//!   wake-up until its reply arrives.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio::time::{timeout, timeout_at, Instant};
+use bytes::Bytes;
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::time::{timeout, timeout_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -68,10 +78,19 @@ struct Inner {
     closed: CancellationToken,
 }
 
-/// One connection: the queue to its writer task and the calls waiting on
-/// its reader task. Dropping it stops both tasks.
+/// How often a connection's reader task looks for calls past their deadline
+/// (so a timeout fires up to this late).
+const SWEEP: Duration = Duration::from_millis(50);
+/// Sweeps finding no call before the reader task stops sweeping; the next
+/// call then wakes it.
+const IDLE_SWEEPS: u32 = 40;
+/// Frames one write takes from the queue at most.
+const WRITE_BATCH: usize = 64;
+
+/// One connection: where its frames go and the calls waiting on its reader
+/// task. Dropping it stops the reader and writer tasks.
 struct Conn {
-    tx: mpsc::Sender<Frame>,
+    out: Arc<dyn SendFrame>,
     calls: Arc<Calls>,
     stop: CancellationToken,
 }
@@ -102,21 +121,38 @@ enum End {
 
 type Answer = Result<Reply, CartError>;
 
+/// Takes a lock; nothing panics while these locks are held, so a poisoned
+/// one is recovered.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 struct Calls {
     uri: String,
     peer: String,
     map: Mutex<CallMap>,
+    /// Wakes the reader task to sweep again after it stopped.
+    sweep_again: Notify,
+}
+
+/// A call waiting for its reply.
+struct Waiting {
+    tx: oneshot::Sender<Answer>,
+    deadline: Instant,
+    opcode: u32,
+    timeout: Duration,
 }
 
 struct CallMap {
-    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    waiting: HashMap<u64, Waiting>,
     broken: Option<End>,
+    /// Whether the reader task sweeps for deadlines (or has been told to).
+    sweeping: bool,
 }
 
 impl Calls {
-    fn lock(&self) -> std::sync::MutexGuard<'_, CallMap> {
-        // Nothing panics while the lock is held; recover the map anyway.
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, CallMap> {
+        lock(&self.map)
     }
 
     fn error(&self, end: &End) -> CartError {
@@ -139,13 +175,50 @@ impl Calls {
         self.lock().broken.is_some()
     }
 
-    fn register(&self, id: u64, tx: oneshot::Sender<Answer>) -> Result<(), CartError> {
+    fn register(&self, id: u64, w: Waiting) -> Result<(), CartError> {
         let mut m = self.lock();
         if let Some(end) = &m.broken {
             return Err(self.error(end));
         }
-        m.waiting.insert(id, tx);
+        m.waiting.insert(id, w);
+        let wake = !m.sweeping;
+        m.sweeping = true;
+        drop(m);
+        if wake {
+            self.sweep_again.notify_one();
+        }
         Ok(())
+    }
+
+    /// Fails the calls past their deadline; whether any call still waits.
+    fn sweep(&self, now: Instant) -> bool {
+        let expired: Vec<Waiting> = {
+            let mut m = self.lock();
+            let ids: Vec<u64> = m
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| m.waiting.remove(id)).collect()
+        };
+        for w in expired {
+            drop(w.tx.send(Err(CartError::Timedout {
+                addr: self.uri.clone(),
+                opcode: w.opcode,
+                timeout: w.timeout,
+            })));
+        }
+        !self.lock().waiting.is_empty()
+    }
+
+    /// Stops sweeping unless a call registered meanwhile.
+    fn stop_sweeping(&self) -> bool {
+        let mut m = self.lock();
+        if m.waiting.is_empty() {
+            m.sweeping = false;
+        }
+        !m.sweeping
     }
 
     fn unregister(&self, id: u64) {
@@ -156,7 +229,7 @@ impl Calls {
         let tx = self.lock().waiting.remove(&id);
         match tx {
             // The caller may have given up in between; nothing to tell.
-            Some(tx) => drop(tx.send(Ok(reply))),
+            Some(w) => drop(w.tx.send(Ok(reply))),
             None => debug!(peer = %self.peer, rpc_id = id, "reply to a call that gave up"),
         }
     }
@@ -181,9 +254,119 @@ impl Calls {
             }
             End::Closed => debug!(peer = %self.peer, "connection closed by its client"),
         }
-        for (_, tx) in waiting {
-            drop(tx.send(Err(self.error(&end))));
+        for (_, w) in waiting {
+            drop(w.tx.send(Err(self.error(&end))));
         }
+    }
+}
+
+/// A frame ready for the wire: its fixed header encoded, its payloads shared.
+struct Outgoing {
+    head: [u8; HEADER_LEN],
+    header: Bytes,
+    bulk: Bytes,
+}
+
+impl Outgoing {
+    fn new(f: Frame) -> Outgoing {
+        Outgoing {
+            head: f.head.encode(),
+            header: f.header,
+            bulk: f.bulk,
+        }
+    }
+
+    fn len(&self) -> usize {
+        HEADER_LEN + self.header.len() + self.bulk.len()
+    }
+
+    /// Appends the parts of this frame after its first `skip` bytes.
+    fn slices<'a>(&'a self, mut skip: usize, out: &mut Vec<IoSlice<'a>>) {
+        for part in [&self.head[..], &self.header[..], &self.bulk[..]] {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            out.push(IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+    }
+}
+
+/// Where a connection's frames go (a trait so [`Conn`] need not name the
+/// transport).
+trait SendFrame: Send + Sync {
+    /// Sends `f` or queues it for the writer task; the reason the
+    /// connection failed otherwise.
+    fn send(&self, f: Outgoing) -> Result<(), String>;
+}
+
+/// A connection's sending side: the socket and the frames waiting for it.
+struct Out<W> {
+    w: W,
+    q: Mutex<OutQueue>,
+    /// Wakes the writer task when the queue gets its first frame.
+    kick: Notify,
+}
+
+#[derive(Default)]
+struct OutQueue {
+    frames: VecDeque<Outgoing>,
+    /// Bytes of the first frame already written.
+    sent: usize,
+    /// A write failed; nothing more is sent.
+    failed: bool,
+}
+
+impl OutQueue {
+    /// Drops the `n` bytes just written from the front.
+    fn advance(&mut self, mut n: usize) {
+        while let Some(f) = self.frames.front() {
+            let left = f.len() - self.sent;
+            if n < left {
+                self.sent += n;
+                return;
+            }
+            n -= left;
+            self.sent = 0;
+            self.frames.pop_front();
+        }
+    }
+}
+
+fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
+}
+
+impl<W: FrameWrite> SendFrame for Out<W> {
+    fn send(&self, f: Outgoing) -> Result<(), String> {
+        let mut q = lock(&self.q);
+        if q.failed {
+            return Err("connection closed before the request was sent".into());
+        }
+        if !q.frames.is_empty() {
+            // The writer task is on it and will find this one.
+            q.frames.push_back(f);
+            return Ok(());
+        }
+        let mut parts = Vec::with_capacity(3);
+        f.slices(0, &mut parts);
+        match self.w.try_write(&parts) {
+            Ok(n) if n == f.len() => return Ok(()),
+            Ok(n) => q.sent = n,
+            Err(e) if would_block(&e) => q.sent = 0,
+            Err(e) => {
+                q.failed = true;
+                return Err(format!("write: {e}"));
+            }
+        }
+        q.frames.push_back(f);
+        drop(q);
+        self.kick.notify_one();
+        Ok(())
     }
 }
 
@@ -279,7 +462,15 @@ impl Client {
 
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        conn.calls.register(id, tx)?;
+        conn.calls.register(
+            id,
+            Waiting {
+                tx,
+                deadline,
+                opcode,
+                timeout: limit,
+            },
+        )?;
         let _registered = Registered {
             calls: &conn.calls,
             id,
@@ -300,26 +491,20 @@ impl Client {
             len,
             max: inner.opts.max_frame,
         })?;
-        // The queue holds max_inflight frames and this call owns a slot, so
-        // the send waits only while the writer is busy.
-        match timeout_at(deadline, conn.tx.send(frame)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(_)) => {
-                return Err(CartError::Unreach {
-                    addr: inner.uri.clone(),
-                    reason: "connection closed before the request was sent".into(),
-                })
-            }
-            Ok(Ok(())) => {}
+        // The queue holds at most max_inflight frames: each call owns a slot.
+        if let Err(reason) = conn.out.send(Outgoing::new(frame)) {
+            // Every call on the connection, this one too, gets the error.
+            conn.calls.break_with(End::Unreach(reason));
+            conn.stop.cancel();
         }
-        match timeout_at(deadline, rx).await {
-            Err(_) => Err(timed_out()),
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(CartError::Unreach {
+        // The reader task answers: the reply, the connection's end, or the
+        // deadline (its sweep).
+        rx.await.unwrap_or_else(|_| {
+            Err(CartError::Unreach {
                 addr: inner.uri.clone(),
                 reason: "connection dropped".into(),
-            }),
-        }
+            })
+        })
     }
 
     /// Closes the client for good: calls in flight and later calls fail
@@ -380,18 +565,24 @@ impl Client {
             map: Mutex::new(CallMap {
                 waiting: HashMap::new(),
                 broken: None,
+                sweeping: false,
             }),
+            sweep_again: Notify::new(),
         });
         let stop = inner.closed.child_token();
-        let (tx, rx) = mpsc::channel(inner.opts.max_inflight);
+        let out = Arc::new(Out {
+            w: c.writer,
+            q: Mutex::new(OutQueue::default()),
+            kick: Notify::new(),
+        });
         tokio::spawn(read_replies(
             c.reader,
             calls.clone(),
             stop.clone(),
             inner.closed.clone(),
         ));
-        tokio::spawn(write_requests(c.writer, rx, calls.clone(), stop.clone()));
-        Ok(Arc::new(Conn { tx, calls, stop }))
+        tokio::spawn(write_requests(out.clone(), calls.clone(), stop.clone()));
+        Ok(Arc::new(Conn { out, calls, stop }))
     }
 }
 
@@ -401,6 +592,12 @@ async fn read_replies<R: FrameRead>(
     stop: CancellationToken,
     closed: CancellationToken,
 ) {
+    let mut tick = tokio::time::interval(SWEEP);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Mirrors `CallMap::sweeping`, which only `register` sets and only this
+    // task clears.
+    let mut sweeping = false;
+    let mut idle = 0;
     let end = loop {
         let r = tokio::select! {
             biased;
@@ -412,6 +609,23 @@ async fn read_replies<R: FrameRead>(
                 };
             }
             r = reader.read_frame() => r,
+            _ = tick.tick(), if sweeping => {
+                if calls.sweep(Instant::now()) {
+                    idle = 0;
+                } else {
+                    idle += 1;
+                    if idle >= IDLE_SWEEPS && calls.stop_sweeping() {
+                        sweeping = false;
+                    }
+                }
+                continue;
+            }
+            _ = calls.sweep_again.notified(), if !sweeping => {
+                sweeping = true;
+                idle = 0;
+                tick.reset();
+                continue;
+            }
         };
         match r {
             Ok(Some(f)) if f.head.kind == Kind::Reply => calls.answer(
@@ -437,34 +651,63 @@ async fn read_replies<R: FrameRead>(
     stop.cancel();
 }
 
+/// Writes what calls queued (a call writes its frame itself when the queue
+/// is empty and the socket takes it whole), several frames per write.
 async fn write_requests<W: FrameWrite>(
-    mut writer: W,
-    mut rx: mpsc::Receiver<Frame>,
+    out: Arc<Out<W>>,
     calls: Arc<Calls>,
     stop: CancellationToken,
 ) {
-    loop {
-        let frame = tokio::select! {
+    'run: loop {
+        tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            f = rx.recv() => match f {
-                Some(f) => f,
-                None => break,
-            },
-        };
-        let r = tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            r = writer.write_frame(&frame) => r,
-        };
-        if let Err(e) = r {
-            calls.break_with(End::Unreach(format!("write: {e}")));
-            break;
+            _ = out.kick.notified() => {}
+        }
+        loop {
+            let r = {
+                let mut q = lock(&out.q);
+                if q.frames.is_empty() {
+                    break;
+                }
+                let mut parts = Vec::new();
+                let mut skip = q.sent;
+                for f in q.frames.iter().take(WRITE_BATCH) {
+                    f.slices(skip, &mut parts);
+                    skip = 0;
+                }
+                match out.w.try_write(&parts) {
+                    Ok(n) => {
+                        drop(parts);
+                        q.advance(n);
+                        continue;
+                    }
+                    Err(e) if would_block(&e) => Ok(()),
+                    Err(e) => {
+                        q.failed = true;
+                        Err(e)
+                    }
+                }
+            };
+            let r = match r {
+                Ok(()) => tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => break 'run,
+                    r = out.w.writable() => r,
+                },
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                lock(&out.q).failed = true;
+                calls.break_with(End::Unreach(format!("write: {e}")));
+                break 'run;
+            }
         }
     }
+    lock(&out.q).failed = true;
+    // The socket's write side shuts (the peer learns no more requests
+    // follow) when the last holder of `out` drops it.
     stop.cancel();
-    // The peer learns no more requests follow; errors here change nothing.
-    drop(writer.shutdown().await);
 }
 
 /// Clients of many peers, one per address, created on first use.

@@ -10,7 +10,7 @@
 //! those URIs fail with [`CartError::NoProvider`].
 
 use std::future::Future;
-use std::io;
+use std::io::{self, IoSlice};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,10 +41,20 @@ pub trait FrameRead: Send + 'static {
 }
 
 /// The sending side of a connection.
-pub trait FrameWrite: Send + 'static {
+pub trait FrameWrite: Send + Sync + 'static {
     /// Writes one frame. Not cancel-safe: a dropped write may leave part of a
     /// frame on the wire, so the connection must be abandoned.
     fn write_frame(&mut self, frame: &Frame) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Writes what the connection takes now of `bufs`, in order, without
+    /// waiting: the bytes written, or `WouldBlock` when it takes none. Lets
+    /// a caller hand a frame to the socket from any thread, with no task
+    /// to wake; the caller keeps frames whole and in order.
+    fn try_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+
+    /// Waits until the connection may take more bytes (it may still take
+    /// none: [`FrameWrite::try_write`] then says `WouldBlock` again).
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Tells the peer no more frames follow.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
@@ -190,6 +200,14 @@ impl FrameWrite for TcpWriter {
             frame.bulk.clone(),
         );
         self.wr.write_all_buf(&mut parts).await
+    }
+
+    fn try_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.wr.try_write_vectored(bufs)
+    }
+
+    async fn writable(&self) -> io::Result<()> {
+        self.wr.writable().await
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
