@@ -279,7 +279,9 @@ pub fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-fn check_name(name: &[u8]) -> Result<()> {
+/// Checks that `name` can name an entry: EINVAL if it is empty or holds `/`
+/// or NUL, ENAMETOOLONG if it is longer than [`NAME_MAX`].
+pub fn check_name(name: &[u8]) -> Result<()> {
     if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
         return Err(Errno(libc::EINVAL));
     }

@@ -1012,3 +1012,95 @@ fn fsynced_data_survives_kill9_of_everything() {
     assert_eq!(fs::read(m.join("written-while-down")).unwrap(), b"waited");
     assert_eq!(fs::read(m.join("precious")).unwrap(), data);
 }
+
+/// Lookups answered from dfuse's memory (statahead, names known absent from
+/// a directory this mount made) agree with the engines: a second mount stats
+/// a directory the first filled, in listing order, while changing some of
+/// the names through itself on the way; then a fresh directory.
+#[test]
+fn lookups_from_memory_match_the_engines() {
+    let env = setup();
+    let mount = |name: &str| {
+        let m = env.mountpoint(name);
+        let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs"]);
+        assert!(o.status.success(), "{o:?}");
+        Mounted {
+            path: m,
+            child: None,
+        }
+    };
+    let a = mount("la");
+    let b = mount("lb");
+    let (da, db) = (a.path.join("d"), b.path.join("d"));
+    fs::create_dir(&da).unwrap();
+    for i in 0..300 {
+        fs::write(da.join(format!("f{i:03}")), vec![7u8; i]).unwrap();
+    }
+
+    // B has never seen these names: every stat is a cold lookup, answered
+    // from the entries fetched ahead once the pattern shows.
+    let names: Vec<String> = fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 300);
+    let size_of = |n: &str| n[1..].parse::<u64>().unwrap();
+    for (k, n) in names.iter().enumerate() {
+        if k == 100 {
+            // Ahead of the stats: removed, chmod'ed and grown through B.
+            fs::remove_file(db.join(&names[200])).unwrap();
+            fs::set_permissions(
+                db.join(&names[210]),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(db.join(&names[220]))
+                .unwrap();
+            f.write_all(b"more").unwrap();
+        }
+        let p = db.join(n);
+        match k {
+            200 => assert_eq!(errno_of(fs::symlink_metadata(&p)), libc::ENOENT, "{n}"),
+            210 => {
+                let m = fs::symlink_metadata(&p).unwrap();
+                assert_eq!(m.mode() & 0o777, 0o600, "{n}");
+                assert_eq!(m.len(), size_of(n), "{n}");
+            }
+            220 => assert_eq!(fs::symlink_metadata(&p).unwrap().len(), size_of(n) + 4),
+            _ => assert_eq!(fs::symlink_metadata(&p).unwrap().len(), size_of(n), "{n}"),
+        }
+    }
+    // Through A once its caches expired. (Not the size A wrote itself: with
+    // the write-back cache the kernel keeps its own size of a file whose
+    // inode it holds.)
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        errno_of(fs::symlink_metadata(da.join(&names[200]))),
+        libc::ENOENT
+    );
+    assert_eq!(
+        fs::symlink_metadata(da.join(&names[210])).unwrap().mode() & 0o777,
+        0o600
+    );
+
+    // A directory B made: names B creates are found at once; a name A
+    // creates in it is found by B once the negative timeout has passed.
+    let nb = b.path.join("n");
+    fs::create_dir(&nb).unwrap();
+    assert_eq!(errno_of(fs::symlink_metadata(nb.join("x"))), libc::ENOENT);
+    fs::write(nb.join("y"), b"y").unwrap();
+    assert_eq!(fs::read(nb.join("y")).unwrap(), b"y");
+    fs::rename(nb.join("y"), nb.join("z")).unwrap();
+    assert_eq!(errno_of(fs::symlink_metadata(nb.join("y"))), libc::ENOENT);
+    assert_eq!(fs::read(nb.join("z")).unwrap(), b"y");
+    fs::hard_link(nb.join("z"), nb.join("w")).unwrap();
+    assert_eq!(fs::symlink_metadata(nb.join("w")).unwrap().nlink(), 2);
+    fs::create_dir(nb.join("sub")).unwrap();
+    symlink("../z", nb.join("sub/l")).unwrap();
+    assert_eq!(fs::read(nb.join("sub/l")).unwrap(), b"y");
+    fs::write(a.path.join("n/x"), b"from a").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(fs::read(nb.join("x")).unwrap(), b"from a");
+}
