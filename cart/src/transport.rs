@@ -8,14 +8,23 @@
 //! with message sends for the header and RMA for the bulk, and be matched on
 //! [`Scheme::Ofi`] in `Client`'s connect and in `bind`; none exists yet, so
 //! those URIs fail with [`CartError::NoProvider`].
+//!
+//! Peers on one node skip the TCP stack: a server bound to `tcp://H:P` also
+//! listens on the Linux abstract Unix socket `cart:H:P` (per network
+//! namespace, like the TCP port; gone with the process, nothing to clean
+//! up), and a client dialing `tcp://H:P` tries that socket first and falls
+//! back to TCP when nobody listens there. Frames are the same on both.
 
 use std::future::Future;
 use std::io::{self, IoSlice};
+use std::os::linux::net::SocketAddrExt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{tcp, unix, TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
+use tracing::debug;
 
 use crate::addr::{Addr, Scheme};
 use crate::error::CartError;
@@ -121,22 +130,98 @@ pub struct Tcp;
 /// Reads small frames in batches of at least this many bytes.
 const READ_CHUNK: usize = 64 << 10;
 
-/// The receiving half of a TCP connection. Frames are read into one
-/// `BytesMut` and split off it, so payloads are never copied.
+/// The receiving half of a TCP connection (or of the Unix socket standing
+/// in for it). Frames are read into one `BytesMut` and split off it, so
+/// payloads are never copied.
 pub struct TcpReader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf,
     buf: BytesMut,
     max_frame: u32,
 }
 
-/// The sending half of a TCP connection.
+/// The sending half of a TCP connection (or of its Unix socket).
 pub struct TcpWriter {
-    wr: OwnedWriteHalf,
+    wr: WriteHalf,
 }
 
-/// A TCP listener.
+/// A TCP listener, and the abstract Unix socket named after it when that
+/// could be bound.
 pub struct TcpAcceptor {
     listener: TcpListener,
+    local: Option<UnixListener>,
+}
+
+/// Connections accepted on local sockets, for their peer names.
+static LOCAL_CONNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+enum ReadHalf {
+    Tcp(tcp::OwnedReadHalf),
+    Unix(unix::OwnedReadHalf),
+}
+
+enum WriteHalf {
+    Tcp(tcp::OwnedWriteHalf),
+    Unix(unix::OwnedWriteHalf),
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+            WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
+            WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The abstract Unix socket a server bound to `host:port` also listens on.
+fn local_name(host: &str, port: u16) -> io::Result<std::os::unix::net::SocketAddr> {
+    std::os::unix::net::SocketAddr::from_abstract_name(format!("cart:{host}:{port}"))
 }
 
 fn tcp_conn(stream: TcpStream, max_frame: u32) -> io::Result<Conn<TcpReader, TcpWriter>> {
@@ -145,7 +230,26 @@ fn tcp_conn(stream: TcpStream, max_frame: u32) -> io::Result<Conn<TcpReader, Tcp
     stream.set_nodelay(true)?;
     let peer = Addr::tcp(stream.peer_addr()?).to_string();
     let (rd, wr) = stream.into_split();
-    Ok(Conn {
+    Ok(conn_of(
+        ReadHalf::Tcp(rd),
+        WriteHalf::Tcp(wr),
+        peer,
+        max_frame,
+    ))
+}
+
+fn unix_conn(stream: UnixStream, peer: String, max_frame: u32) -> Conn<TcpReader, TcpWriter> {
+    let (rd, wr) = stream.into_split();
+    conn_of(ReadHalf::Unix(rd), WriteHalf::Unix(wr), peer, max_frame)
+}
+
+fn conn_of(
+    rd: ReadHalf,
+    wr: WriteHalf,
+    peer: String,
+    max_frame: u32,
+) -> Conn<TcpReader, TcpWriter> {
+    Conn {
         reader: TcpReader {
             rd,
             buf: BytesMut::new(),
@@ -153,7 +257,24 @@ fn tcp_conn(stream: TcpStream, max_frame: u32) -> io::Result<Conn<TcpReader, Tcp
         },
         writer: TcpWriter { wr },
         peer,
+    }
+}
+
+/// Dials the abstract Unix socket of `host:port`; `None` when nobody
+/// listens there (another node, or a server without it).
+async fn dial_local(host: &str, port: u16) -> Option<UnixStream> {
+    let name = local_name(host, port).ok()?;
+    // Connecting to a local socket does not wait on a network, but a full
+    // backlog would block: off the runtime's threads.
+    let s = tokio::task::spawn_blocking(move || {
+        let s = std::os::unix::net::UnixStream::connect_addr(&name)?;
+        s.set_nonblocking(true)?;
+        Ok::<_, io::Error>(s)
     })
+    .await
+    .ok()?
+    .ok()?;
+    UnixStream::from_std(s).ok()
 }
 
 impl FrameRead for TcpReader {
@@ -203,11 +324,17 @@ impl FrameWrite for TcpWriter {
     }
 
     fn try_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.wr.try_write_vectored(bufs)
+        match &self.wr {
+            WriteHalf::Tcp(w) => w.try_write_vectored(bufs),
+            WriteHalf::Unix(w) => w.try_write_vectored(bufs),
+        }
     }
 
     async fn writable(&self) -> io::Result<()> {
-        self.wr.writable().await
+        match &self.wr {
+            WriteHalf::Tcp(w) => w.writable().await,
+            WriteHalf::Unix(w) => w.writable().await,
+        }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
@@ -220,8 +347,24 @@ impl Accept for TcpAcceptor {
     type Writer = TcpWriter;
 
     async fn accept(&mut self, max_frame: u32) -> io::Result<Conn<TcpReader, TcpWriter>> {
-        let (stream, _) = self.listener.accept().await?;
-        tcp_conn(stream, max_frame)
+        let local = async {
+            match &self.local {
+                Some(l) => l.accept().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = self.listener.accept() => tcp_conn(r?.0, max_frame),
+            r = local => {
+                let (stream, _) = r?;
+                // The socket has no address of its own: name the peer by
+                // its process and a count, so connections stay apart in
+                // logs and handlers.
+                let n = LOCAL_CONNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let pid = stream.peer_cred().ok().and_then(|c| c.pid()).unwrap_or(0);
+                Ok(unix_conn(stream, format!("unix:pid{pid}#{n}"), max_frame))
+            }
+        }
     }
 }
 
@@ -231,6 +374,9 @@ impl Transport for Tcp {
     type Acceptor = TcpAcceptor;
 
     async fn connect(&self, addr: &Addr, max_frame: u32) -> io::Result<Conn<TcpReader, TcpWriter>> {
+        if let Some(s) = dial_local(addr.host(), addr.port()).await {
+            return Ok(unix_conn(s, format!("unix:{addr}"), max_frame));
+        }
         let stream = TcpStream::connect((addr.host(), addr.port())).await?;
         tcp_conn(stream, max_frame)
     }
@@ -253,6 +399,26 @@ impl Transport for Tcp {
         socket.bind(sa)?;
         let listener = socket.listen(1024)?;
         let local = Addr::tcp(listener.local_addr()?);
-        Ok((TcpAcceptor { listener }, local))
+        // Named after the address as asked (the host as clients spell it)
+        // with the port actually bound.
+        let unix = local_name(addr.host(), local.port()).and_then(|name| {
+            let l = std::os::unix::net::UnixListener::bind_addr(&name)?;
+            l.set_nonblocking(true)?;
+            UnixListener::from_std(l)
+        });
+        let unix = match unix {
+            Ok(l) => Some(l),
+            Err(e) => {
+                debug!(addr = %local, error = %e, "no local socket beside the TCP port");
+                None
+            }
+        };
+        Ok((
+            TcpAcceptor {
+                listener,
+                local: unix,
+            },
+            local,
+        ))
     }
 }

@@ -1,5 +1,6 @@
-//! End-to-end tests of the transport over loopback TCP: a real server, real
-//! clients, and raw sockets that misbehave.
+//! End-to-end tests of the transport: a real server, real clients (over the
+//! local Unix socket a client on the server's node uses, and over TCP), and
+//! raw sockets that misbehave.
 
 // Test helpers outside #[test] functions; a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -144,7 +145,25 @@ async fn thousand_concurrent_calls_out_of_order() {
         "tcp://127.0.0.1:0",
     )
     .await;
-    let client = Client::new(srv.addr.clone(), ClientOpts::default());
+    // The address as bound: the server's local Unix socket.
+    let local = Client::new(srv.addr.clone(), ClientOpts::default());
+    assert!(peer_of(&local).await.starts_with("unix:"));
+    thousand_calls(&local).await;
+    // Another spelling of it names no local socket: TCP.
+    let other = Addr::parse(&format!("tcp://localhost:{}", srv.addr.port())).unwrap();
+    let tcp = Client::new(other, ClientOpts::default());
+    assert!(
+        peer_of(&tcp).await.starts_with("tcp://"),
+        "{}",
+        peer_of(&tcp).await
+    );
+    thousand_calls(&tcp).await;
+    srv.shut().await;
+}
+
+/// A thousand echo calls at once, of every size up to 5 MiB, each answered
+/// with its own payloads.
+async fn thousand_calls(client: &Client) {
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..1000u32 {
         let mut rng = rand::thread_rng();
@@ -187,7 +206,6 @@ async fn thousand_concurrent_calls_out_of_order() {
         done[r.unwrap() as usize] = true;
     }
     assert!(done.iter().all(|d| *d));
-    srv.shut().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
