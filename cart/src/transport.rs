@@ -238,7 +238,19 @@ fn tcp_conn(stream: TcpStream, max_frame: u32) -> io::Result<Conn<TcpReader, Tcp
     ))
 }
 
+/// The send buffer asked for a local socket. A Unix socket's default (the
+/// `net.core.wmem_default` sysctl, ~208 KiB) holds a fifth of a 1 MiB
+/// frame, and each refill costs both sides a wake-up: cold 1 MiB streaming
+/// reads through dfuse ran 30% slower than over TCP, whose buffers grow.
+/// The kernel caps it at twice `net.core.wmem_max`.
+const LOCAL_SNDBUF: usize = 4 << 20;
+
 fn unix_conn(stream: UnixStream, peer: String, max_frame: u32) -> Conn<TcpReader, TcpWriter> {
+    if let Err(e) =
+        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &LOCAL_SNDBUF)
+    {
+        debug!(%peer, error = %e, "local socket keeps its default send buffer");
+    }
     let (rd, wr) = stream.into_split();
     conn_of(ReadHalf::Unix(rd), WriteHalf::Unix(wr), peer, max_frame)
 }
