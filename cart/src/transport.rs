@@ -242,15 +242,21 @@ fn tcp_conn(stream: TcpStream, max_frame: u32) -> io::Result<Conn<TcpReader, Tcp
 /// `net.core.wmem_default` sysctl, ~208 KiB) holds a fifth of a 1 MiB
 /// frame, and each refill costs both sides a wake-up: cold 1 MiB streaming
 /// reads through dfuse ran 30% slower than over TCP, whose buffers grow.
-/// The kernel caps it at twice `net.core.wmem_max`.
+/// The kernel grants at most `net.core.wmem_max` (doubled).
 const LOCAL_SNDBUF: usize = 4 << 20;
+/// A granted send buffer below this keeps a client on TCP.
+const LOCAL_SNDBUF_MIN: usize = 2 << 20;
+
+/// Asks for [`LOCAL_SNDBUF`]; the send buffer granted.
+fn grow_sndbuf(stream: &UnixStream) -> usize {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt::SndBuf};
+    if let Err(e) = setsockopt(stream, SndBuf, &LOCAL_SNDBUF) {
+        debug!(error = %e, "local socket keeps its default send buffer");
+    }
+    getsockopt(stream, SndBuf).unwrap_or(0)
+}
 
 fn unix_conn(stream: UnixStream, peer: String, max_frame: u32) -> Conn<TcpReader, TcpWriter> {
-    if let Err(e) =
-        nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::SndBuf, &LOCAL_SNDBUF)
-    {
-        debug!(%peer, error = %e, "local socket keeps its default send buffer");
-    }
     let (rd, wr) = stream.into_split();
     conn_of(ReadHalf::Unix(rd), WriteHalf::Unix(wr), peer, max_frame)
 }
@@ -273,7 +279,9 @@ fn conn_of(
 }
 
 /// Dials the abstract Unix socket of `host:port`; `None` when nobody
-/// listens there (another node, or a server without it).
+/// listens there (another node, or a server without it), or when the node
+/// grants its sockets too small a send buffer (`net.core.wmem_max`): then
+/// TCP, whose buffers grow, streams large frames faster.
 async fn dial_local(host: &str, port: u16) -> Option<UnixStream> {
     let name = local_name(host, port).ok()?;
     // Connecting to a local socket does not wait on a network, but a full
@@ -286,7 +294,13 @@ async fn dial_local(host: &str, port: u16) -> Option<UnixStream> {
     .await
     .ok()?
     .ok()?;
-    UnixStream::from_std(s).ok()
+    let s = UnixStream::from_std(s).ok()?;
+    let granted = grow_sndbuf(&s);
+    if granted < LOCAL_SNDBUF_MIN {
+        debug!(granted, "local socket's send buffer too small: TCP instead");
+        return None;
+    }
+    Some(s)
 }
 
 impl FrameRead for TcpReader {
@@ -369,6 +383,7 @@ impl Accept for TcpAcceptor {
             r = self.listener.accept() => tcp_conn(r?.0, max_frame),
             r = local => {
                 let (stream, _) = r?;
+                grow_sndbuf(&stream);
                 // The socket has no address of its own: name the peer by
                 // its process and a count, so connections stay apart in
                 // logs and handlers.
