@@ -13,7 +13,8 @@
 //!   nothing else.
 //! - [`frame`]: the wire format, documented there.
 //! - [`transport`]: the boundary a network provider implements; TCP is built
-//!   in (`tcp://host:port`), `ofi+<provider>://` URIs fail with
+//!   in (`tcp://host:port`, over a local Unix socket between peers on one
+//!   node), `ofi+<provider>://` URIs fail with
 //!   [`CartError::NoProvider`] as no libfabric provider exists (the `ofi`
 //!   feature is reserved for one).
 //!
