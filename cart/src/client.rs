@@ -22,12 +22,10 @@
 //!   wake-up until its reply arrives.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio::time::{timeout, timeout_at, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +34,7 @@ use tracing::{debug, info, warn};
 use crate::addr::{Addr, Scheme};
 use crate::error::CartError;
 use crate::frame::{Frame, FrameHeader, Kind, HEADER_LEN};
-use crate::transport::{self, FrameRead, FrameWrite, ReadError, Tcp, Transport};
+use crate::transport::{self, would_block, FrameRead, FrameWrite, ReadError, Tcp, Transport, Wire};
 use crate::{Reply, Request, DEFAULT_MAX_FRAME, MAX_INFLIGHT_CAP};
 
 /// Limits of a client.
@@ -192,7 +190,7 @@ impl Calls {
 
     /// Fails the calls past their deadline; whether any call still waits.
     fn sweep(&self, now: Instant) -> bool {
-        let expired: Vec<Waiting> = {
+        let (expired, left): (Vec<Waiting>, bool) = {
             let mut m = self.lock();
             let ids: Vec<u64> = m
                 .waiting
@@ -200,7 +198,8 @@ impl Calls {
                 .filter(|(_, w)| w.deadline <= now)
                 .map(|(id, _)| *id)
                 .collect();
-            ids.iter().filter_map(|id| m.waiting.remove(id)).collect()
+            let expired = ids.iter().filter_map(|id| m.waiting.remove(id)).collect();
+            (expired, !m.waiting.is_empty())
         };
         for w in expired {
             drop(w.tx.send(Err(CartError::Timedout {
@@ -209,7 +208,7 @@ impl Calls {
                 timeout: w.timeout,
             })));
         }
-        !self.lock().waiting.is_empty()
+        left
     }
 
     /// Stops sweeping unless a call registered meanwhile.
@@ -260,45 +259,12 @@ impl Calls {
     }
 }
 
-/// A frame ready for the wire: its fixed header encoded, its payloads shared.
-struct Outgoing {
-    head: [u8; HEADER_LEN],
-    header: Bytes,
-    bulk: Bytes,
-}
-
-impl Outgoing {
-    fn new(f: Frame) -> Outgoing {
-        Outgoing {
-            head: f.head.encode(),
-            header: f.header,
-            bulk: f.bulk,
-        }
-    }
-
-    fn len(&self) -> usize {
-        HEADER_LEN + self.header.len() + self.bulk.len()
-    }
-
-    /// Appends the parts of this frame after its first `skip` bytes.
-    fn slices<'a>(&'a self, mut skip: usize, out: &mut Vec<IoSlice<'a>>) {
-        for part in [&self.head[..], &self.header[..], &self.bulk[..]] {
-            if skip >= part.len() {
-                skip -= part.len();
-                continue;
-            }
-            out.push(IoSlice::new(&part[skip..]));
-            skip = 0;
-        }
-    }
-}
-
 /// Where a connection's frames go (a trait so [`Conn`] need not name the
 /// transport).
 trait SendFrame: Send + Sync {
     /// Sends `f` or queues it for the writer task; the reason the
     /// connection failed otherwise.
-    fn send(&self, f: Outgoing) -> Result<(), String>;
+    fn send(&self, f: Wire) -> Result<(), String>;
 }
 
 /// A connection's sending side: the socket and the frames waiting for it.
@@ -311,7 +277,7 @@ struct Out<W> {
 
 #[derive(Default)]
 struct OutQueue {
-    frames: VecDeque<Outgoing>,
+    frames: VecDeque<Wire>,
     /// Bytes of the first frame already written.
     sent: usize,
     /// A write failed; nothing more is sent.
@@ -334,15 +300,8 @@ impl OutQueue {
     }
 }
 
-fn would_block(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    )
-}
-
 impl<W: FrameWrite> SendFrame for Out<W> {
-    fn send(&self, f: Outgoing) -> Result<(), String> {
+    fn send(&self, f: Wire) -> Result<(), String> {
         let mut q = lock(&self.q);
         if q.failed {
             return Err("connection closed before the request was sent".into());
@@ -492,7 +451,12 @@ impl Client {
             max: inner.opts.max_frame,
         })?;
         // The queue holds at most max_inflight frames: each call owns a slot.
-        if let Err(reason) = conn.out.send(Outgoing::new(frame)) {
+        // Frame::new made the lengths match; Wire::new checks them anyway.
+        let wire = Wire::new(frame).map_err(|e| CartError::Proto {
+            peer: inner.uri.clone(),
+            reason: e.to_string(),
+        })?;
+        if let Err(reason) = conn.out.send(wire) {
             // Every call on the connection, this one too, gets the error.
             conn.calls.break_with(End::Unreach(reason));
             conn.stop.cancel();

@@ -21,14 +21,14 @@ use std::os::linux::net::SocketAddrExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::net::{tcp, unix, TcpListener, TcpSocket, TcpStream, UnixListener, UnixStream};
 use tracing::debug;
 
 use crate::addr::{Addr, Scheme};
 use crate::error::CartError;
-use crate::frame::{self, Decoded, Frame, FrameError};
+use crate::frame::{self, Decoded, Frame, FrameError, HEADER_LEN};
 
 /// Why a frame could not be read: the connection failed, or the peer sent
 /// bytes that are not a valid frame. Either way the connection is done.
@@ -53,7 +53,26 @@ pub trait FrameRead: Send + 'static {
 pub trait FrameWrite: Send + Sync + 'static {
     /// Writes one frame. Not cancel-safe: a dropped write may leave part of a
     /// frame on the wire, so the connection must be abandoned.
-    fn write_frame(&mut self, frame: &Frame) -> impl Future<Output = io::Result<()>> + Send;
+    fn write_frame(&mut self, frame: &Frame) -> impl Future<Output = io::Result<()>> + Send {
+        async move {
+            let w = Wire::new(frame.clone())?;
+            let mut sent = 0;
+            while sent < w.len() {
+                let r = {
+                    let mut parts = Vec::with_capacity(3);
+                    w.slices(sent, &mut parts);
+                    self.try_write(&parts)
+                };
+                match r {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => sent += n,
+                    Err(e) if would_block(&e) => self.writable().await?,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+    }
 
     /// Writes what the connection takes now of `bufs`, in order, without
     /// waiting: the bytes written, or `WouldBlock` when it takes none. Lets
@@ -67,6 +86,57 @@ pub trait FrameWrite: Send + Sync + 'static {
 
     /// Tells the peer no more frames follow.
     fn shutdown(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A frame as it goes on the wire: its fixed header encoded, its payloads
+/// shared with the caller's buffers (never joined or copied).
+pub(crate) struct Wire {
+    head: [u8; HEADER_LEN],
+    header: Bytes,
+    bulk: Bytes,
+}
+
+impl Wire {
+    /// Fails if the fixed header's lengths do not match the payloads.
+    pub(crate) fn new(f: Frame) -> io::Result<Wire> {
+        if f.head.header_len as usize != f.header.len() || f.head.bulk_len as usize != f.bulk.len()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "frame lengths do not match its payloads",
+            ));
+        }
+        Ok(Wire {
+            head: f.head.encode(),
+            header: f.header,
+            bulk: f.bulk,
+        })
+    }
+
+    /// Its length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        HEADER_LEN + self.header.len() + self.bulk.len()
+    }
+
+    /// Appends its parts after its first `skip` bytes, for a vectored write.
+    pub(crate) fn slices<'a>(&'a self, mut skip: usize, out: &mut Vec<IoSlice<'a>>) {
+        for part in [&self.head[..], &self.header[..], &self.bulk[..]] {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            out.push(IoSlice::new(&part[skip..]));
+            skip = 0;
+        }
+    }
+}
+
+/// Whether a non-blocking write should wait for the socket and try again.
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+    )
 }
 
 /// An open connection, split so one task reads while another writes.
@@ -173,48 +243,6 @@ impl AsyncRead for ReadHalf {
         match self.get_mut() {
             ReadHalf::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             ReadHalf::Unix(r) => Pin::new(r).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteHalf::Tcp(w) => Pin::new(w).poll_write(cx, buf),
-            WriteHalf::Unix(w) => Pin::new(w).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            WriteHalf::Tcp(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-            WriteHalf::Unix(w) => Pin::new(w).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteHalf::Tcp(w) => Pin::new(w).poll_flush(cx),
-            WriteHalf::Unix(w) => Pin::new(w).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            WriteHalf::Tcp(w) => Pin::new(w).poll_shutdown(cx),
-            WriteHalf::Unix(w) => Pin::new(w).poll_shutdown(cx),
         }
     }
 }
@@ -330,25 +358,6 @@ impl FrameRead for TcpReader {
 }
 
 impl FrameWrite for TcpWriter {
-    async fn write_frame(&mut self, frame: &Frame) -> io::Result<()> {
-        if frame.head.header_len as usize != frame.header.len()
-            || frame.head.bulk_len as usize != frame.bulk.len()
-        {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "frame lengths do not match its payloads",
-            ));
-        }
-        let head = frame.head.encode();
-        // Vectored writes straight from the caller's buffers: the payloads
-        // are never joined or copied.
-        let mut parts = Buf::chain(
-            Buf::chain(&head[..], frame.header.clone()),
-            frame.bulk.clone(),
-        );
-        self.wr.write_all_buf(&mut parts).await
-    }
-
     fn try_write(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match &self.wr {
             WriteHalf::Tcp(w) => w.try_write_vectored(bufs),
@@ -364,7 +373,10 @@ impl FrameWrite for TcpWriter {
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
-        self.wr.shutdown().await
+        match &mut self.wr {
+            WriteHalf::Tcp(w) => w.shutdown().await,
+            WriteHalf::Unix(w) => w.shutdown().await,
+        }
     }
 }
 
