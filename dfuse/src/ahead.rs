@@ -78,11 +78,6 @@ pub struct Ahead {
     fresh: Mutex<HashMap<u64, Fresh>>,
 }
 
-/// A fetch to start: [`Ahead::pace`] waits on `wake`.
-pub struct Fetch {
-    pub wake: Arc<Notify>,
-}
-
 impl Ahead {
     /// Statahead keeping entries for `ttl` (the dentry timeout), made
     /// directories fresh for `neg_ttl` (the negative dentry timeout); each
@@ -124,8 +119,9 @@ impl Ahead {
     }
 
     /// A lookup of `dir` went to the engines and found the name: a fetch to
-    /// start, if this makes [`START_AFTER`] in a row and none runs.
-    pub fn missed(&self, dir: u64) -> Option<Fetch> {
+    /// start, if this makes [`START_AFTER`] in a row and none runs, with
+    /// what its [`Ahead::pace`] waits on.
+    pub fn missed(&self, dir: u64) -> Option<Arc<Notify>> {
         if self.ttl.is_zero() {
             return None;
         }
@@ -158,7 +154,7 @@ impl Ahead {
         s.fetch = Some(wake.clone());
         s.lookups = 0;
         s.fetched = 0;
-        Some(Fetch { wake })
+        Some(wake)
     }
 
     /// The change count of `dir`, read before listing a page.
@@ -195,8 +191,10 @@ impl Ahead {
             if ahead < WINDOW {
                 return true;
             }
-            let ttl = self.ttl;
-            if tokio::time::timeout(ttl, wake.notified()).await.is_err() {
+            if tokio::time::timeout(self.ttl, wake.notified())
+                .await
+                .is_err()
+            {
                 let moved = self.scans().get(&dir).is_some_and(|s| s.lookups != lookups);
                 if !moved {
                     return false;
@@ -361,17 +359,17 @@ mod tests {
             a.missed(7);
         }
         let f = a.missed(7).unwrap();
-        assert!(a.pace(7, &f.wake).await);
+        assert!(a.pace(7, &f).await);
         let page: Vec<Obj> = (0..WINDOW).map(|i| obj(&format!("f{i}"))).collect();
         a.fetched(7, a.changes(7), page);
         // A window ahead and no lookups: it gives up after the timeout.
         let t = Instant::now();
-        assert!(!a.pace(7, &f.wake).await);
+        assert!(!a.pace(7, &f).await);
         assert!(t.elapsed() >= Duration::from_millis(200));
         // Lookups catching up let it go on.
         for i in 0..WINDOW / 2 + 1 {
             a.get(7, format!("f{i}").as_bytes());
         }
-        assert!(a.pace(7, &f.wake).await);
+        assert!(a.pace(7, &f).await);
     }
 }

@@ -412,18 +412,14 @@ impl Core {
                 let o = self.dfs.lookup(&dir, name).await?;
                 // Only names that exist count: a create's negative lookups
                 // would have a growing directory listed over and over.
-                if let Some(f) = self.ahead.missed(parent) {
-                    tokio::spawn(self.clone().fetch_ahead(parent, dir, f.wake));
+                if let Some(wake) = self.ahead.missed(parent) {
+                    tokio::spawn(self.clone().fetch_ahead(parent, dir, wake));
                 }
                 o
             }
         };
-        let a = match self.attrs.get(&ino_of(o.oid)) {
-            Some(a) => a,
-            None => self.dfs.entry_attr(&o).await?,
-        };
+        let a = self.entry_attr(&o).await?;
         lock(&self.inodes).remember(o);
-        self.cached(&a);
         Ok(a)
     }
 
@@ -440,15 +436,8 @@ impl Core {
                     break;
                 }
             };
-            futures::future::join_all(page.iter().map(|o| async {
-                if self.attrs.get(&ino_of(o.oid)).is_none() {
-                    // A failure leaves the lookup to ask again.
-                    if let Ok(a) = self.dfs.entry_attr(o).await {
-                        self.cached(&a);
-                    }
-                }
-            }))
-            .await;
+            // A failure leaves the lookup to ask again.
+            futures::future::join_all(page.iter().map(|o| self.entry_attr(o))).await;
             self.ahead.fetched(ino, changes, page);
             match next {
                 Some(a) => anchor = Some(a),
@@ -456,6 +445,18 @@ impl Core {
             }
         }
         self.ahead.done(ino);
+    }
+
+    /// The attributes of a directory entry: cached ones within the attribute
+    /// timeout (not cached again, which would restart it), else read and
+    /// cached.
+    async fn entry_attr(&self, o: &Obj) -> Result<Attr, Errno> {
+        if let Some(a) = self.attrs.get(&ino_of(o.oid)) {
+            return Ok(a);
+        }
+        let a = self.dfs.entry_attr(o).await?;
+        self.cached(&a);
+        Ok(a)
     }
 
     /// The kernel dropped `n` lookups of `ino`; frees an unlinked file it
@@ -945,12 +946,7 @@ impl Core {
             let Some(o) = &e.obj else {
                 return Ok(dir_attr.clone());
             };
-            if let Some(a) = self.attrs.get(&e.ino) {
-                return Ok(a);
-            }
-            let a = self.dfs.entry_attr(o).await?;
-            self.cached(&a);
-            Ok(a)
+            self.entry_attr(o).await
         }))
         .await;
         let mut out = Vec::with_capacity(ents.len());
