@@ -227,7 +227,7 @@ fn pick_error(results: &[Result<()>]) -> Option<Error> {
         .find(|d| {
             matches!(
                 d.der,
-                Der::EXIST | Der::NONEXIST | Der::NOSPACE | Der::INVAL
+                Der::EXIST | Der::NONEXIST | Der::NOSPACE | Der::INVAL | Der::MISMATCH
             )
         })
         .or(errs.first())
@@ -264,12 +264,14 @@ pub async fn tx_commit(
         .map(u64::from_le_bytes)
         .ok_or_else(|| DaosError::new(Der::PROTO, "transaction id shorter than 8 bytes"))?;
     let id = new_id(me, ctgt, unique);
-    // A re-sent commit whose first reply was lost.
+    // A re-sent commit whose first reply was lost. Asked in place while the
+    // target is idle: its state then includes every flushed commit, and one
+    // still being made holds the target, so the question waits for it.
     let pool = r.pool_uuid.clone();
     let seen = {
         let pool = pool.clone();
         e.targets()
-            .run(ctgt, move |ts| Ok(ts.vos(&pool)?.dtx_state(id)))
+            .read(ctgt, move |ts, _| Ok(ts.vos(&pool)?.dtx_state(id)))
             .await?
     };
     match seen {
@@ -320,10 +322,12 @@ pub async fn tx_commit(
 pub async fn prepare(e: &Arc<Engine>, r: pb::DtxPrepareReq, mut bulk: Bytes) -> Result<()> {
     let id = id_from(&r.dtx_id)?;
     e.hlc().observe(r.epoch);
+    let bytes = bulk.len() as u64;
     let ops = vos_dtx_ops(&r.ops, &mut bulk)?;
     let (pool, epoch) = (r.pool_uuid, r.epoch);
+    let p = pool.clone();
     e.targets()
-        .run(r.tgt, move |ts| {
+        .write(r.tgt, &p, bytes, move |ts| {
             ts.change(&pool, epoch, |v| v.dtx_prepare(id, epoch, ops.clone()))
         })
         .await

@@ -17,7 +17,7 @@ use proto::{DaosError, Der};
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::vos::{self, Anchor, Cond, DtxOp, FetchOut, FetchReq, Iod, Punch, Recx};
+use crate::vos::{self, Anchor, Cond, DtxOp, Expect, FetchOut, FetchReq, Iod, Punch, Recx};
 
 /// Serves the data plane over cart.
 pub struct DataPlane {
@@ -453,11 +453,21 @@ pub(crate) fn vos_dtx_ops(ops: &[pb::TxOp], bulk: &mut Bytes) -> Result<Vec<DtxO
                 op.t.as_ref()
                     .ok_or_else(|| proto_err("transaction op names no object"))?;
             let oid = vos_oid(t)?;
+            let expect = op
+                .expect
+                .iter()
+                .map(|x| Expect {
+                    akey: x.akey.clone(),
+                    offset: x.offset,
+                    value: x.value.clone(),
+                })
+                .collect();
             if op.punch {
                 Ok(DtxOp::Punch {
                     oid,
                     what: vos_punch(op.punch_kind, &op.dkeys, &op.akeys)?,
                     cond: Cond(op.cond),
+                    expect,
                 })
             } else {
                 Ok(DtxOp::Update {
@@ -465,6 +475,7 @@ pub(crate) fn vos_dtx_ops(ops: &[pb::TxOp], bulk: &mut Bytes) -> Result<Vec<DtxO
                     dkey: op.dkey.clone(),
                     iods: vos_iods(&op.iods, bulk)?,
                     cond: Cond(op.cond),
+                    expect,
                 })
             }
         })

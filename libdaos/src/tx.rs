@@ -35,7 +35,8 @@ enum Op {
 /// A transaction being built; nothing is sent before [`Tx::commit`].
 pub struct Tx {
     cont: Container,
-    ops: Vec<(Object, Op)>,
+    /// Each op with the values it expects ([`Tx::expect`]).
+    ops: Vec<(Object, Op, Vec<pb::Expect>)>,
 }
 
 impl Tx {
@@ -55,6 +56,7 @@ impl Tx {
                 iods,
                 cond,
             },
+            Vec::new(),
         ));
         self
     }
@@ -69,6 +71,7 @@ impl Tx {
                 akeys: vec![],
                 cond,
             },
+            Vec::new(),
         ));
         self
     }
@@ -89,7 +92,25 @@ impl Tx {
                 akeys,
                 cond,
             },
+            Vec::new(),
         ));
+        self
+    }
+
+    /// Makes the op added last run only if the single value under `akey`
+    /// of its dkey then holds `value` at byte `offset`; otherwise the
+    /// commit fails with `DER_MISMATCH` and changes nothing. A client that
+    /// read a value earlier changes it (or punches its dkey) without reading
+    /// it again. An op with expectations that is a punch must punch one
+    /// dkey, or akeys under one.
+    pub fn expect(&mut self, akey: &[u8], offset: u32, value: &[u8]) -> &mut Self {
+        if let Some((_, _, expect)) = self.ops.last_mut() {
+            expect.push(pb::Expect {
+                akey: akey.to_vec(),
+                offset,
+                value: value.to_vec(),
+            });
+        }
         self
     }
 
@@ -98,14 +119,14 @@ impl Tx {
     }
 
     /// Commits every operation atomically; returns the transaction's epoch.
-    /// A failed condition (`DER_EXIST`, `DER_NONEXIST`) aborts the whole
-    /// transaction.
+    /// A failed condition (`DER_EXIST`, `DER_NONEXIST`) or expectation
+    /// (`DER_MISMATCH`) aborts the whole transaction.
     pub async fn commit(self) -> Result<u64, Error> {
         self.cont.check_rw()?;
         let mut ops = Vec::new();
         let mut bulk = BytesMut::new();
         let mut coordinator = None;
-        for (obj, op) in &self.ops {
+        for (obj, op, expect) in &self.ops {
             let dkey = match op {
                 Op::Update { dkey, .. } | Op::Punch { dkey, .. } => dkey,
             };
@@ -117,6 +138,7 @@ impl Tx {
                     t: Some(obj.target(shard.tgt.0, v)),
                     rank: shard.rank.0,
                     dkey: dkey.clone(),
+                    expect: expect.clone(),
                     ..Default::default()
                 };
                 match op {

@@ -62,6 +62,7 @@ ders! {
     MISC = 1025, "Miscellaneous error";
     BADPATH = 1026, "Bad path name";
     NOTDIR = 1027, "Not a directory";
+    MISMATCH = 1031, "Version mismatch";
     IO = 2001, "I/O error";
     NOTLEADER = 2008, "Not service leader";
     SHUTDOWN = 2017, "Service should shut down";

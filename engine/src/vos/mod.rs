@@ -98,8 +98,8 @@ pub use alloc::BLOCK as BULK_BLOCK;
 pub use index::DTX_HISTORY;
 use types::{der, inval, show_key};
 pub use types::{
-    AggStats, Anchor, BulkRegion, Cond, DtxId, DtxOp, DtxState, FetchOut, FetchReq, Iod, IodValue,
-    Oid, Punch, QueryMax, Reach, Recx, RecxEntry, VosConfig, VosSpace,
+    AggStats, Anchor, BulkRegion, Cond, DtxId, DtxOp, DtxState, Expect, FetchOut, FetchReq, Iod,
+    IodValue, Oid, Punch, QueryMax, Reach, Recx, RecxEntry, VosConfig, VosSpace,
 };
 
 /// The default `data_thresh` (DAOS's): values of 4 KiB and more go to the
@@ -541,6 +541,7 @@ impl Vos {
                     dkey,
                     iods,
                     cond,
+                    expect,
                 } => {
                     check_update(dkey, iods, *cond)?;
                     if let Some((other, e)) = self.img.lock_conflict(*oid, Some(dkey), None) {
@@ -548,11 +549,29 @@ impl Vos {
                     }
                     self.check_kinds(*oid, dkey, iods, &mut kinds)?;
                     self.check_update_cond(*oid, epoch, dkey, iods, *cond)?;
+                    self.check_expect(*oid, epoch, dkey, expect)?;
                 }
-                DtxOp::Punch { oid, what, cond } => {
+                DtxOp::Punch {
+                    oid,
+                    what,
+                    cond,
+                    expect,
+                } => {
                     check_punch(what)?;
                     self.check_punch_locks(*oid, what)?;
                     self.check_punch_cond(*oid, epoch, what, *cond)?;
+                    if !expect.is_empty() {
+                        let dkey = match what {
+                            Punch::Dkeys(ds) if ds.len() == 1 => &ds[0],
+                            Punch::Akeys { dkey, .. } => dkey,
+                            _ => {
+                                return Err(inval(format!(
+                                    "dtx {id}: expected values on a punch of other than one dkey"
+                                )))
+                            }
+                        };
+                        self.check_expect(*oid, epoch, dkey, expect)?;
+                    }
                 }
             }
         }
@@ -1275,6 +1294,28 @@ impl Vos {
             }
             if cond.has(Cond::AKEY_UPDATE) && !vis() {
                 return Err(nonexist_akey(oid, dkey, &iod.akey, epoch));
+            }
+        }
+        Ok(())
+    }
+
+    /// `DER_MISMATCH` unless every expectation holds at `epoch`.
+    fn check_expect(&self, oid: Oid, epoch: u64, dkey: &[u8], expect: &[Expect]) -> Result<()> {
+        for x in expect {
+            let v = self.fetch_single(oid, epoch, dkey, &x.akey, Reach::Device)?;
+            let at = x.offset as usize;
+            let holds = v.as_ref().is_some_and(|v| {
+                v.get(at..at.saturating_add(x.value.len())) == Some(x.value.as_slice())
+            });
+            if !holds {
+                return Err(der(
+                    Der::MISMATCH,
+                    format!(
+                        "object {oid} dkey {} akey {}: not the value expected at epoch {epoch}",
+                        show_key(dkey),
+                        show_key(&x.akey)
+                    ),
+                ));
             }
         }
         Ok(())

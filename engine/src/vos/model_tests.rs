@@ -668,6 +668,7 @@ impl Harness {
                     dkey: dk.clone(),
                     iods: vec![iod.clone()],
                     cond: Cond::NONE,
+                    expect: vec![],
                 }];
                 let r = self.vos.dtx_prepare(id, epoch, ops);
                 if self.check_pre(epoch, oid, Some(&dk), &r) {

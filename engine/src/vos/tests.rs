@@ -701,6 +701,75 @@ fn aggregation_keeps_snapshot_and_recent_reads() {
 }
 
 #[test]
+fn dtx_expectations_compare_before_changing() {
+    let d = TempDir::new().unwrap();
+    let mut v = open(&d, 1 << 22, Some(1 << 20));
+    put(&mut v, O1, 1, b"d", b"a", b"hello world");
+    let punch = |n: u128, akey: &str, offset: u32, value: &str| {
+        (
+            DtxId(n),
+            vec![DtxOp::Punch {
+                oid: O1,
+                what: Punch::Dkeys(vec![b"d".to_vec()]),
+                cond: Cond::DKEY_PUNCH,
+                expect: vec![Expect {
+                    akey: akey.as_bytes().to_vec(),
+                    offset,
+                    value: value.as_bytes().to_vec(),
+                }],
+            }],
+        )
+    };
+    // Other bytes, bytes past the value's end, an absent akey: nothing changes.
+    for (n, akey, offset, value) in [
+        (1, "a", 6, "xorld"),
+        (2, "a", 8, "rld!"),
+        (3, "a", u32::MAX, "x"),
+        (4, "b", 0, ""),
+    ] {
+        let (id, ops) = punch(n, akey, offset, value);
+        assert_eq!(der_of(v.dtx_prepare(id, 5, ops)), Der::MISMATCH, "{n}");
+        assert_eq!(v.dtx_state(id), DtxState::Unknown);
+    }
+    assert!(v.dtx_prepared().is_empty());
+    // Only a punch of one dkey (or of akeys under one) may expect.
+    let mut whole = punch(5, "a", 0, "hello").1;
+    if let DtxOp::Punch { what, .. } = &mut whole[0] {
+        *what = Punch::Object;
+    }
+    assert_eq!(der_of(v.dtx_prepare(DtxId(5), 5, whole)), Der::INVAL);
+    // An update's expectations are checked the same way: a compare-and-swap.
+    let swap = |n: u128, old: &str, new: &'static str| {
+        (
+            DtxId(n),
+            vec![DtxOp::Update {
+                oid: O1,
+                dkey: b"d".to_vec(),
+                iods: vec![Iod::single("a", new)],
+                cond: Cond::NONE,
+                expect: vec![Expect {
+                    akey: b"a".to_vec(),
+                    offset: 0,
+                    value: old.as_bytes().to_vec(),
+                }],
+            }],
+        )
+    };
+    let (id, ops) = swap(6, "world", "x");
+    assert_eq!(der_of(v.dtx_prepare(id, 3, ops)), Der::MISMATCH);
+    let (id, ops) = swap(7, "hello", "hello there world");
+    v.dtx_prepare(id, 3, ops).unwrap();
+    v.dtx_commit(id).unwrap();
+    let (id, ops) = punch(8, "a", 7, "here");
+    v.dtx_prepare(id, 5, ops).unwrap();
+    v.dtx_commit(id).unwrap();
+    assert_eq!(single(&v, O1, 5, b"d", b"a"), None);
+    assert_eq!(single(&v, O1, 4, b"d", b"a").unwrap(), "hello there world");
+    assert_eq!(single(&v, O1, 2, b"d", b"a").unwrap(), "hello world");
+    check_accounting(&v);
+}
+
+#[test]
 fn dtx_prepare_commit_abort() {
     let d = TempDir::new().unwrap();
     let mut v = open(&d, 1 << 22, Some(1 << 20));
@@ -712,11 +781,13 @@ fn dtx_prepare_commit_abort() {
             dkey: b"d".to_vec(),
             iods: vec![Iod::single("a", "new"), Iod::single("big", vec![9u8; 8000])],
             cond: Cond::NONE,
+            expect: vec![],
         },
         DtxOp::Punch {
             oid: O2,
             what: Punch::Object,
             cond: Cond::NONE,
+            expect: vec![],
         },
     ];
     v.dtx_prepare(id, 5, ops.clone()).unwrap();
@@ -790,6 +861,7 @@ fn dtx_prepare_commit_abort() {
             dkey: b"e".to_vec(),
             iods: vec![Iod::single("big", vec![1u8; 9000])],
             cond: Cond::DKEY_INSERT,
+            expect: vec![],
         }],
     )
     .unwrap();
@@ -815,12 +887,14 @@ fn dtx_prepare_commit_abort() {
                 dkey: b"n".to_vec(),
                 iods: vec![Iod::single("a", "x")],
                 cond: Cond::NONE,
+                expect: vec![],
             },
             DtxOp::Update {
                 oid: O1,
                 dkey: b"d".to_vec(),
                 iods: vec![Iod::single("a", "x")],
                 cond: Cond::DKEY_INSERT,
+                expect: vec![],
             },
         ],
     );
@@ -1128,6 +1202,7 @@ fn containers_are_separate() {
             dkey: b"d".to_vec(),
             iods: vec![Iod::single("s", vec![1u8; 6000])],
             cond: Cond::NONE,
+            expect: vec![],
         }],
     )
     .unwrap();

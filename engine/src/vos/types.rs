@@ -244,8 +244,18 @@ impl std::ops::BitOr for Cond {
     }
 }
 
+/// A condition on a value an op's client read before: the single value
+/// under `akey` of the op's dkey holds `value` at byte `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expect {
+    pub akey: Vec<u8>,
+    pub offset: u32,
+    pub value: Vec<u8>,
+}
+
 /// One operation of a distributed transaction: the same shapes as the
-/// direct calls, all at the DTX's epoch.
+/// direct calls, all at the DTX's epoch, plus what it expects to find (a
+/// punch of one dkey, or of akeys under one, for a punch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtxOp {
     Update {
@@ -253,11 +263,13 @@ pub enum DtxOp {
         dkey: Vec<u8>,
         iods: Vec<Iod>,
         cond: Cond,
+        expect: Vec<Expect>,
     },
     Punch {
         oid: Oid,
         what: Punch,
         cond: Cond,
+        expect: Vec<Expect>,
     },
 }
 
