@@ -61,6 +61,18 @@ impl fmt::Display for LayoutError {
 }
 
 impl Inode {
+    /// The byte ranges of an encoded record (offset, bytes) that say which
+    /// object it is for and whether it is shared: what a client compares to
+    /// know a name still holds the file it knew, whatever else changed.
+    pub fn identity(oid_hi: u64, oid_lo: u64, shared: bool) -> [(u32, Vec<u8>); 2] {
+        let mut oid = oid_hi.to_le_bytes().to_vec();
+        oid.extend_from_slice(&oid_lo.to_le_bytes());
+        [
+            (0, vec![VERSION, if shared { FLAG_SHARED } else { 0 }]),
+            (16, oid),
+        ]
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(FIXED + self.symlink.len());
         b.push(VERSION);
@@ -162,6 +174,20 @@ mod tests {
             )
         );
         assert_eq!(Inode::decode(&b).unwrap(), sample());
+    }
+
+    #[test]
+    fn identity_is_where_the_record_says() {
+        for shared in [false, true] {
+            let r = Inode { shared, ..sample() };
+            let b = r.encode();
+            for (at, bytes) in Inode::identity(r.oid_hi, r.oid_lo, shared) {
+                let at = at as usize;
+                assert_eq!(&b[at..at + bytes.len()], bytes.as_slice());
+            }
+            let other = Inode::identity(r.oid_hi, r.oid_lo + 1, shared);
+            assert_ne!(&b[16..32], other[1].1.as_slice());
+        }
     }
 
     #[test]

@@ -383,6 +383,14 @@ fn touch_dir(tx: &mut Tx, dir: &Object, now: i64) {
     );
 }
 
+/// Makes the op added last to `tx` (on an entry) run only if the entry
+/// holds object `oid` with its own record (not a hard link's stub).
+fn expect_entry_of(tx: &mut Tx, oid: ObjectId) {
+    for (at, bytes) in Inode::identity(oid.hi, oid.lo, false) {
+        tx.expect(INODE_AKEY, at, &bytes);
+    }
+}
+
 /// Adds to `tx` the marker of subdirectory `name` in `dir` (or its removal).
 fn mark_subdir(tx: &mut Tx, dir: &Object, name: &[u8], present: bool) {
     if present {
@@ -1117,7 +1125,36 @@ impl Dfs {
     /// Removes a non-directory entry. Returns the file's object, whether
     /// that was its last name (then the caller frees the object once nobody
     /// has the file open) and the directory's new times.
-    pub async fn unlink(&self, dir: &Obj, name: &[u8]) -> Result<Removed> {
+    ///
+    /// `guess` is what the caller last knew under the name (a lookup's
+    /// answer). If it is a file with one name, the entry is removed in one
+    /// round trip, on the engine's check that the entry still holds that
+    /// object with one name; if the check fails (or there is no guess) the
+    /// entry is read first. Either way what is removed and returned is what
+    /// the name held at the removal: a stale guess never frees the wrong object.
+    pub async fn unlink(&self, dir: &Obj, name: &[u8], guess: Option<&Obj>) -> Result<Removed> {
+        if let Some(g) = guess {
+            if g.parent == dir.oid && g.name == name && g.kind() != Kind::Dir && !g.inode.shared {
+                let _held = self.lock_records(&[g.oid]).await;
+                let d = self.object(dir.oid)?;
+                let now = now_ns();
+                let mut tx = self.cont.tx();
+                tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+                expect_entry_of(&mut tx, g.oid);
+                touch_dir(&mut tx, &d, now);
+                match tx.commit().await {
+                    Ok(_) => {
+                        return Ok(Removed {
+                            oid: g.oid,
+                            last: true,
+                            at: now,
+                        })
+                    }
+                    Err(e) if e.der() == Der::MISMATCH => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         let o = self.lookup(dir, name).await?;
         if o.kind() == Kind::Dir {
             return Err(Errno(libc::EISDIR));
@@ -1138,27 +1175,55 @@ impl Dfs {
     }
 
     /// Removes an empty directory; returns what [`Dfs::unlink`] does, and
-    /// the caller frees the directory's object ([`Dfs::free`]).
-    pub async fn rmdir(&self, dir: &Obj, name: &[u8]) -> Result<Removed> {
+    /// the caller frees the directory's object ([`Dfs::free`]). `guess` as
+    /// for [`Dfs::unlink`]: a directory the name still holds saves reading
+    /// the entry first.
+    pub async fn rmdir(&self, dir: &Obj, name: &[u8], guess: Option<&Obj>) -> Result<Removed> {
+        let mut full = None;
+        if let Some(g) = guess {
+            if g.parent == dir.oid && g.name == name && g.kind() == Kind::Dir {
+                if self.is_empty_dir(g.oid).await? {
+                    match self.remove_dir_entry(dir, g, true).await {
+                        // The name holds another directory now.
+                        Err(Errno(libc::ESTALE)) => {}
+                        r => return r,
+                    }
+                } else {
+                    full = Some(g.oid);
+                }
+            }
+        }
         let o = self.lookup(dir, name).await?;
         if o.kind() != Kind::Dir {
             return Err(Errno(libc::ENOTDIR));
         }
-        if !self.is_empty_dir(o.oid).await? {
+        if full == Some(o.oid) || !self.is_empty_dir(o.oid).await? {
             return Err(Errno(libc::ENOTEMPTY));
         }
+        self.remove_dir_entry(dir, &o, false).await
+    }
+
+    /// Removes the entry of the empty directory `o` from `dir`; with
+    /// `expect`, only if the entry still holds `o` (ESTALE otherwise).
+    async fn remove_dir_entry(&self, dir: &Obj, o: &Obj, expect: bool) -> Result<Removed> {
         let d = self.object(dir.oid)?;
         let now = now_ns();
         let mut tx = self.cont.tx();
-        tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+        tx.punch_dkey(&d, &o.name, cond::DKEY_PUNCH);
+        if expect {
+            expect_entry_of(&mut tx, o.oid);
+        }
         touch_dir(&mut tx, &d, now);
-        mark_subdir(&mut tx, &d, name, false);
-        tx.commit().await?;
-        Ok(Removed {
-            oid: o.oid,
-            last: true,
-            at: now,
-        })
+        mark_subdir(&mut tx, &d, &o.name, false);
+        match tx.commit().await {
+            Ok(_) => Ok(Removed {
+                oid: o.oid,
+                last: true,
+                at: now,
+            }),
+            Err(e) if expect && e.der() == Der::MISMATCH => Err(Errno(libc::ESTALE)),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Frees an object nobody names or has open any more.

@@ -202,12 +202,22 @@ async fn posix_namespace() {
     fs.create(&sub, b"leaf", REG | 0o644, 0, 0, Special::None)
         .await
         .unwrap();
-    assert_eq!(fs.rmdir(&d, b"sub").await.unwrap_err(), e(libc::ENOTEMPTY));
     assert_eq!(
-        fs.rmdir(&root, b"a.txt").await.unwrap_err(),
+        fs.rmdir(&d, b"sub", None).await.unwrap_err(),
+        e(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        fs.rmdir(&d, b"sub", Some(&sub)).await.unwrap_err(),
+        e(libc::ENOTEMPTY)
+    );
+    assert_eq!(
+        fs.rmdir(&root, b"a.txt", None).await.unwrap_err(),
         e(libc::ENOTDIR)
     );
-    assert_eq!(fs.unlink(&root, b"dir").await.unwrap_err(), e(libc::EISDIR));
+    assert_eq!(
+        fs.unlink(&root, b"dir", None).await.unwrap_err(),
+        e(libc::EISDIR)
+    );
     assert_eq!(fs.lookup(&f, b"x").await.unwrap_err(), e(libc::ENOTDIR));
 
     // readdir: pages, resumable while entries come and go
@@ -230,7 +240,7 @@ async fn posix_namespace() {
         let (ents, next) = fs.readdir(&d, anchor, 7).await.unwrap();
         pages += 1;
         if pages == 2 {
-            fs.unlink(&d, b"f49").await.unwrap();
+            fs.unlink(&d, b"f49", None).await.unwrap();
             fs.create(&d, b"zz-new", REG, 0, 0, Special::None)
                 .await
                 .unwrap();
@@ -388,11 +398,11 @@ async fn posix_namespace() {
     let t5 = stat(t.clone()).await;
     assert!(t5.mtime > t4.mtime && t5.ctime > t4.ctime, "link");
     tick().await;
-    fs.unlink(&t, b"hard").await.unwrap();
+    fs.unlink(&t, b"hard", None).await.unwrap();
     let t6 = stat(t.clone()).await;
     assert!(t6.mtime > t5.mtime, "unlink");
     tick().await;
-    fs.rmdir(&t, b"c1").await.unwrap();
+    fs.rmdir(&t, b"c1", None).await.unwrap();
     let t7 = stat(t.clone()).await;
     assert_eq!(t7.nlink, 2);
     assert!(t7.mtime > t6.mtime, "rmdir");
@@ -481,7 +491,7 @@ async fn posix_namespace() {
         e(libc::EPERM)
     );
     assert_eq!(
-        fs.unlink(&root, b"h1")
+        fs.unlink(&root, b"h1", None)
             .await
             .map(|r| (r.oid, r.last))
             .unwrap(),
@@ -502,19 +512,101 @@ async fn posix_namespace() {
     assert!(h3_1.ctime > h3_0.ctime);
     let over = fs.lookup(&d, b"h2").await.unwrap();
     assert_eq!(
-        fs.unlink(&d, b"h2").await.map(|r| (r.oid, r.last)).unwrap(),
+        fs.unlink(&d, b"h2", None)
+            .await
+            .map(|r| (r.oid, r.last))
+            .unwrap(),
         (over.oid, true)
     );
     let h3 = fs.lookup(&root, b"h3").await.unwrap();
     assert_eq!(fs.getattr(&h3).await.unwrap().nlink, 1);
     assert_eq!(&fs.read(&h3, 0, 6).await.unwrap()[..], b"shared");
     let freed = fs
-        .unlink(&root, b"h3")
+        .unlink(&root, b"h3", None)
         .await
         .map(|r| (r.oid, r.last))
         .unwrap();
     assert_eq!(freed, (h.oid, true), "the last name gone: free the object");
     fs.free(h.oid).await.unwrap();
+
+    // An unlink told what the name held removes it on the engine's check;
+    // a stale guess removes what the name holds now, never the guessed object.
+    let gone = |r: dfs::Removed| (r.oid, r.last);
+    let g1 = fs
+        .create(&root, b"g", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let before = fs.getattr(&root).await.unwrap().mtime;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(
+        fs.unlink(&root, b"g", Some(&g1)).await.map(gone).unwrap(),
+        (g1.oid, true)
+    );
+    assert_eq!(fs.lookup(&root, b"g").await.unwrap_err(), e(libc::ENOENT));
+    assert!(fs.getattr(&root).await.unwrap().mtime > before);
+    let g2 = fs
+        .create(&root, b"g", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        fs.unlink(&root, b"g", Some(&g1)).await.map(gone).unwrap(),
+        (g2.oid, true),
+        "the name was given to another file since"
+    );
+    assert_eq!(
+        fs.unlink(&root, b"g", Some(&g2)).await.unwrap_err(),
+        e(libc::ENOENT)
+    );
+    let g3 = fs
+        .create(&root, b"g", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let g3l = fs.link(&g3, &root, b"g-link").await.unwrap();
+    assert_eq!(
+        fs.unlink(&root, b"g", Some(&g3)).await.map(gone).unwrap(),
+        (g3.oid, false),
+        "linked since the guess: not its last name"
+    );
+    assert_eq!(fs.getattr(&g3l).await.unwrap().nlink, 1);
+    assert_eq!(
+        fs.unlink(&root, b"g-link", Some(&g1))
+            .await
+            .map(gone)
+            .unwrap(),
+        (g3.oid, true),
+        "a guess for another name is not used"
+    );
+    for o in [g1.oid, g2.oid, g3.oid] {
+        fs.free(o).await.unwrap();
+    }
+    // The same for directories: a stale guess, empty or not, removes the
+    // directory the name holds now.
+    let new_r = || fs.create(&root, b"r", libc::S_IFDIR | 0o755, 0, 0, Special::None);
+    let r1 = new_r().await.unwrap();
+    assert_eq!(
+        fs.rmdir(&root, b"r", Some(&r1)).await.map(gone).unwrap(),
+        (r1.oid, true)
+    );
+    let r2 = new_r().await.unwrap();
+    assert_eq!(
+        fs.rmdir(&root, b"r", Some(&r1)).await.map(gone).unwrap(),
+        (r2.oid, true)
+    );
+    let r3 = new_r().await.unwrap();
+    fs.create(&r3, b"in", REG, 0, 0, Special::None)
+        .await
+        .unwrap();
+    fs.rename(&root, b"r", &root, b"r-full", 0).await.unwrap();
+    let r4 = new_r().await.unwrap();
+    assert_eq!(
+        fs.rmdir(&root, b"r", Some(&r3)).await.map(gone).unwrap(),
+        (r4.oid, true),
+        "the guessed directory is not empty, the one named is"
+    );
+    assert_eq!(
+        fs.rmdir(&root, b"r", Some(&r4)).await.unwrap_err(),
+        e(libc::ENOENT)
+    );
 
     // extended attributes
     fs.setxattr(&f, b"user.color", b"blue", 0).await.unwrap();
@@ -653,7 +745,7 @@ async fn fields_written_beside_the_record() {
     assert_eq!((moved.inode.atime, moved.inode.mtime), (at, mt2));
     assert_eq!((moved.inode.mode, moved.inode.uid), (REG | 0o600, 9));
     // A name reused after an unlink starts from its new record.
-    fs.unlink(&root, b"victim").await.unwrap();
+    fs.unlink(&root, b"victim", None).await.unwrap();
     let reborn = fs
         .create(&root, b"victim", REG | 0o644, 0, 0, Special::None)
         .await
@@ -690,6 +782,6 @@ async fn fields_written_beside_the_record() {
         .create(&root, b"gone", REG | 0o644, 0, 0, Special::None)
         .await
         .unwrap();
-    fs.unlink(&root, b"gone").await.unwrap();
+    fs.unlink(&root, b"gone", None).await.unwrap();
     assert_eq!(fs.set_fields(&g, &s).await.unwrap_err(), e(libc::ENOENT));
 }
