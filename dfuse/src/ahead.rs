@@ -20,11 +20,13 @@
 //!
 //! Invariants: an entry lives here for the dentry timeout at most (the time
 //! the kernel itself may trust a name); a name changed through this mount
-//! is dropped, and a page listed before such a change is not kept (the
-//! directory's change count, [`Ahead::forget`], is checked when the page is
-//! stored); at most one fetch runs per directory, and it stops when the
-//! lookups stop coming; a name is recorded as created in a fresh directory
-//! before the create is sent, so no lookup racing it is answered "absent".
+//! is dropped, and so is that name in a page whose listing began before the
+//! change ended (the names changed while a page is listed are recorded,
+//! [`Ahead::forget`], and taken out when it is stored; a page during which
+//! more than [`CHANGES_KEPT`] changed is not kept); at most one fetch runs
+//! per directory, and it stops when the lookups stop coming; a name is
+//! recorded as created in a fresh directory before the create is sent, so
+//! no lookup racing it is answered "absent".
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -43,6 +45,9 @@ pub const WINDOW: u64 = 512;
 const TRACKED: usize = 256;
 /// Entries kept at most, over all directories.
 const ENTRIES: u64 = 100_000;
+/// Names changed in a directory while one page of it is listed, recorded
+/// at most; past that the page is dropped.
+pub const CHANGES_KEPT: usize = 4096;
 /// Fresh directories tracked at most, and names recorded in each.
 const FRESH_DIRS: usize = 1024;
 const FRESH_NAMES: usize = 100_000;
@@ -62,8 +67,9 @@ struct Scan {
     /// Lookups since the fetch started, and entries it fetched: the pace.
     lookups: u64,
     fetched: u64,
-    /// Names changed through this mount (see [`Ahead::fetched`]).
-    changes: u64,
+    /// Names changed through this mount since the page being listed began
+    /// (see [`Ahead::fetched`]); `None` once more than [`CHANGES_KEPT`].
+    changed: Option<HashSet<Vec<u8>>>,
     /// The running fetch, woken when the lookups catch up.
     fetch: Option<Arc<Notify>>,
 }
@@ -139,7 +145,7 @@ impl Ahead {
             last_miss: now,
             lookups: 0,
             fetched: 0,
-            changes: 0,
+            changed: Some(HashSet::new()),
             fetch: None,
         });
         if now.duration_since(s.last_miss) > self.ttl {
@@ -157,25 +163,30 @@ impl Ahead {
         Some(wake)
     }
 
-    /// The change count of `dir`, read before listing a page.
-    pub fn changes(&self, dir: u64) -> u64 {
-        self.scans().get(&dir).map_or(0, |s| s.changes)
+    /// A page of `dir` is about to be listed: the names changed from now
+    /// on are recorded until it is stored.
+    pub fn listing(&self, dir: u64) {
+        if let Some(s) = self.scans().get_mut(&dir) {
+            s.changed = Some(HashSet::new());
+        }
     }
 
-    /// Stores a page of `dir` listed when its change count was `changes`;
-    /// a page listed before a change through this mount is dropped (it may
-    /// name what is gone).
-    pub fn fetched(&self, dir: u64, changes: u64, page: Vec<Obj>) {
+    /// Stores a page of `dir` whose listing began at the last
+    /// [`Ahead::listing`], without the names changed since (the page may
+    /// hold them as they were, or not at all).
+    pub fn fetched(&self, dir: u64, page: Vec<Obj>) {
         let mut scans = self.scans();
         let Some(s) = scans.get_mut(&dir) else {
             return;
         };
         s.fetched += page.len() as u64;
-        if s.changes != changes {
+        let Some(changed) = s.changed.take() else {
             return;
-        }
+        };
         for o in page {
-            self.entries.insert((dir, o.name.clone()), o);
+            if !changed.contains(&o.name) {
+                self.entries.insert((dir, o.name.clone()), o);
+            }
         }
     }
 
@@ -217,7 +228,15 @@ impl Ahead {
             return;
         }
         if let Some(s) = self.scans().get_mut(&dir) {
-            s.changes += 1;
+            if s.fetch.is_some() {
+                if let Some(c) = &mut s.changed {
+                    if c.len() < CHANGES_KEPT {
+                        c.insert(name.to_vec());
+                    } else {
+                        s.changed = None;
+                    }
+                }
+            }
         }
         self.entries.invalidate(&(dir, name.to_vec()));
     }
@@ -312,20 +331,30 @@ mod tests {
     }
 
     #[test]
-    fn a_page_listed_before_a_change_is_not_kept() {
+    fn a_page_keeps_only_the_names_not_changed_while_it_was_listed() {
         let a = Ahead::new(Duration::from_secs(5), Duration::ZERO);
         for _ in 0..START_AFTER {
             a.missed(7);
         }
-        let before = a.changes(7);
+        a.forget(7, b"before");
+        a.listing(7);
         a.forget(7, b"gone");
-        a.fetched(7, before, vec![obj("gone"), obj("kept")]);
+        a.fetched(7, vec![obj("before"), obj("gone"), obj("kept")]);
         assert!(a.get(7, b"gone").is_none());
-        assert!(a.get(7, b"kept").is_none());
-        a.fetched(7, a.changes(7), vec![obj("kept")]);
         assert_eq!(a.get(7, b"kept").unwrap().name, b"kept");
+        assert_eq!(a.get(7, b"before").unwrap().name, b"before");
         a.forget(7, b"kept");
         assert!(a.get(7, b"kept").is_none());
+        // Too many changes to remember: the page is dropped whole.
+        a.listing(7);
+        for i in 0..=CHANGES_KEPT {
+            a.forget(7, format!("c{i}").as_bytes());
+        }
+        a.fetched(7, vec![obj("other")]);
+        assert!(a.get(7, b"other").is_none());
+        a.listing(7);
+        a.fetched(7, vec![obj("other")]);
+        assert!(a.get(7, b"other").is_some());
     }
 
     #[test]
@@ -361,7 +390,8 @@ mod tests {
         let f = a.missed(7).unwrap();
         assert!(a.pace(7, &f).await);
         let page: Vec<Obj> = (0..WINDOW).map(|i| obj(&format!("f{i}"))).collect();
-        a.fetched(7, a.changes(7), page);
+        a.listing(7);
+        a.fetched(7, page);
         // A window ahead and no lookups: it gives up after the timeout.
         let t = Instant::now();
         assert!(!a.pace(7, &f).await);

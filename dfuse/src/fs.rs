@@ -428,7 +428,7 @@ impl Core {
     async fn fetch_ahead(self: Arc<Self>, ino: u64, dir: Obj, wake: Arc<tokio::sync::Notify>) {
         let mut anchor = None;
         while self.ahead.pace(ino, &wake).await {
-            let changes = self.ahead.changes(ino);
+            self.ahead.listing(ino);
             let (page, next) = match self.dfs.readdir(&dir, anchor.take(), DIR_PAGE).await {
                 Ok(p) => p,
                 Err(e) => {
@@ -438,7 +438,7 @@ impl Core {
             };
             // A failure leaves the lookup to ask again.
             futures::future::join_all(page.iter().map(|o| self.entry_attr(o))).await;
-            self.ahead.fetched(ino, changes, page);
+            self.ahead.fetched(ino, page);
             match next {
                 Some(a) => anchor = Some(a),
                 None => break,
@@ -633,7 +633,10 @@ impl Core {
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
-        let dfs::Removed { oid, last, at } = self.dfs.unlink(&dir, name).await?;
+        // The kernel looked the name up before (or listed it): the engine
+        // checks that it still holds that file and removes it in one go.
+        let guess = lock(&self.inodes).named(parent, name);
+        let dfs::Removed { oid, last, at } = self.dfs.unlink(&dir, name, guess.as_ref()).await?;
         self.ahead.forget(parent, name);
         self.dir_changed(parent, at, 0);
         if last {
@@ -648,7 +651,8 @@ impl Core {
 
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
-        let gone = self.dfs.rmdir(&dir, name).await?;
+        let guess = lock(&self.inodes).named(parent, name);
+        let gone = self.dfs.rmdir(&dir, name, guess.as_ref()).await?;
         self.ahead.forget(parent, name);
         self.changed(ino_of(gone.oid));
         self.dir_changed(parent, gone.at, -1);

@@ -6,7 +6,10 @@
 //! handle is open; `forget` subtracts with `saturating_sub` and removes only
 //! at zero lookups and zero opens; the root is never removed. An object
 //! unlinked while open (an orphan) is freed at its last release, never
-//! before; one unlinked while closed is freed at once.
+//! before; one unlinked while closed is freed at once. The index by
+//! (parent, name) holds exactly the entries' current names (not the
+//! root's, not orphans'): it is a guess of what a name holds, which the
+//! engines check before acting on it.
 
 use std::collections::HashMap;
 
@@ -42,6 +45,8 @@ pub struct Forgot {
 #[derive(Debug)]
 pub struct InodeTable {
     map: HashMap<u64, Entry>,
+    /// Parent inode, then name, to the inode the name was last seen to hold.
+    names: HashMap<u64, HashMap<Vec<u8>, u64>>,
 }
 
 /// The FUSE inode number of a dfs object.
@@ -63,7 +68,36 @@ impl InodeTable {
                 cache_stamp: None,
             },
         );
-        InodeTable { map }
+        InodeTable {
+            map,
+            names: HashMap::new(),
+        }
+    }
+
+    fn index(&mut self, ino: u64, o: &Obj) {
+        self.names
+            .entry(ino_of(o.parent))
+            .or_default()
+            .insert(o.name.clone(), ino);
+    }
+
+    fn unindex(&mut self, ino: u64, o: &Obj) {
+        let parent = ino_of(o.parent);
+        if let Some(m) = self.names.get_mut(&parent) {
+            if m.get(&o.name) == Some(&ino) {
+                m.remove(&o.name);
+                if m.is_empty() {
+                    self.names.remove(&parent);
+                }
+            }
+        }
+    }
+
+    /// What `name` in directory `parent` held when last seen through this
+    /// table (a lookup, a create, a rename); it may have changed since.
+    pub fn named(&self, parent: u64, name: &[u8]) -> Option<Obj> {
+        let ino = self.names.get(&parent)?.get(name)?;
+        self.map.get(ino).map(|e| e.obj.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -94,6 +128,12 @@ impl InodeTable {
     /// so its parent and name are current) and returns its inode number.
     pub fn remember(&mut self, obj: Obj) -> u64 {
         let ino = ino_of(obj.oid);
+        if ino != ROOT_INO {
+            if let Some(old) = self.map.get(&ino).map(|e| e.obj.clone()) {
+                self.unindex(ino, &old);
+            }
+            self.index(ino, &obj);
+        }
         match self.map.get_mut(&ino) {
             Some(e) => {
                 e.lookups = e.lookups.saturating_add(1);
@@ -126,6 +166,11 @@ impl InodeTable {
         if ino == ROOT_INO {
             return;
         }
+        let Some(old) = self.map.get(&ino).map(|e| e.obj.clone()) else {
+            return;
+        };
+        self.unindex(ino, &old);
+        self.index(ino, &obj);
         if let Some(e) = self.map.get_mut(&ino) {
             e.obj = obj;
         }
@@ -142,7 +187,7 @@ impl InodeTable {
         e.lookups = e.lookups.saturating_sub(n);
         if e.lookups == 0 && e.open == 0 {
             let free = e.free_on_close.then_some(e.obj.oid);
-            self.map.remove(&ino);
+            self.remove(ino);
             return Forgot {
                 removed: true,
                 free,
@@ -167,8 +212,14 @@ impl InodeTable {
             return None;
         }
         let free = e.free_on_close.then_some(e.obj.oid);
-        self.map.remove(&ino);
+        self.remove(ino);
         free
+    }
+
+    fn remove(&mut self, ino: u64) {
+        if let Some(e) = self.map.remove(&ino) {
+            self.unindex(ino, &e.obj);
+        }
     }
 
     /// dfs says no name reaches `oid` any more. Returns it if it may be
@@ -176,7 +227,11 @@ impl InodeTable {
     /// kernel still holds may yet be opened, as on a local filesystem);
     /// otherwise it is freed at the last release or forget.
     pub fn unlinked(&mut self, oid: ObjectId) -> Option<ObjectId> {
-        match self.map.get_mut(&ino_of(oid)) {
+        let ino = ino_of(oid);
+        if let Some(old) = self.map.get(&ino).map(|e| e.obj.clone()) {
+            self.unindex(ino, &old);
+        }
+        match self.map.get_mut(&ino) {
             Some(e) => {
                 e.orphan = true;
                 // The record's home is gone: attributes come from the copy we hold.
@@ -261,5 +316,40 @@ mod tests {
         t.moved(o);
         assert_eq!(t.obj(30).unwrap().name, b"renamed");
         assert_eq!(t.get(30).unwrap().lookups, 1);
+        assert!(t.named(1, b"f30").is_none());
+        assert_eq!(t.named(1, b"renamed").unwrap().oid, ObjectId::new(7, 30));
+    }
+
+    #[test]
+    fn names_follow_the_entries() {
+        let mut t = InodeTable::new(obj(1));
+        let f = |n: &str| n.as_bytes().to_vec();
+        t.remember(obj(40));
+        assert_eq!(t.named(1, b"f40").unwrap().oid, ObjectId::new(7, 40));
+        assert!(t.named(2, b"f40").is_none());
+        // A second name of a linked file replaces the first.
+        let mut other = obj(40);
+        other.name = f("link");
+        t.remember(other);
+        assert!(t.named(1, b"f40").is_none());
+        assert_eq!(t.named(1, b"link").unwrap().name, f("link"));
+        // A name given to another file points at that one; forgetting the
+        // first leaves it.
+        let mut reuse = obj(41);
+        reuse.name = f("link");
+        t.remember(reuse);
+        assert!(t.forget(40, 2).removed);
+        assert_eq!(t.named(1, b"link").unwrap().oid, ObjectId::new(7, 41));
+        // Unlinked, released, forgotten: no name.
+        assert_eq!(t.unlinked(ObjectId::new(7, 41)), None);
+        assert!(t.named(1, b"link").is_none());
+        t.remember(obj(42));
+        t.opened(42).unwrap();
+        assert!(!t.forget(42, 1).removed);
+        assert!(t.named(1, b"f42").is_some());
+        assert_eq!(t.released(42), None);
+        assert!(t.named(1, b"f42").is_none());
+        assert!(t.names.is_empty());
+        assert!(t.named(1, b"f1").is_none(), "the root has no name here");
     }
 }

@@ -1103,4 +1103,35 @@ fn lookups_from_memory_match_the_engines() {
     fs::write(a.path.join("n/x"), b"from a").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(fs::read(nb.join("x")).unwrap(), b"from a");
+
+    // Unlinks through B of names whose files changed through A after B
+    // looked them up: B's guess is stale, and what the name holds now is
+    // removed, nothing else freed.
+    let (sa, sb) = (a.path.join("s"), b.path.join("s"));
+    fs::create_dir(&sa).unwrap();
+    fs::write(sa.join("one"), b"one").unwrap();
+    fs::write(sa.join("three"), b"three").unwrap();
+    fs::write(sa.join("other"), b"other").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in ["one", "three"] {
+        assert!(fs::symlink_metadata(sb.join(n)).is_ok());
+    }
+    fs::hard_link(sa.join("one"), sa.join("two")).unwrap();
+    fs::rename(sa.join("other"), sa.join("three")).unwrap();
+    fs::remove_file(sb.join("one")).unwrap();
+    fs::remove_file(sb.join("three")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        fs::read(sa.join("two")).unwrap(),
+        b"one",
+        "a linked file kept"
+    );
+    assert_eq!(fs::symlink_metadata(sa.join("two")).unwrap().nlink(), 1);
+    for n in ["one", "three", "other"] {
+        assert_eq!(
+            errno_of(fs::symlink_metadata(sa.join(n))),
+            libc::ENOENT,
+            "{n}"
+        );
+    }
 }
