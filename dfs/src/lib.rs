@@ -583,12 +583,18 @@ impl Dfs {
     }
 
     fn array(&self, o: &Obj) -> Result<Array> {
-        let cs = if o.inode.chunk_size == 0 {
+        self.array_of(o.oid, o.inode.chunk_size)
+    }
+
+    /// The array of file `oid` whose record gives `chunk_size` (0: the
+    /// container's).
+    fn array_of(&self, oid: ObjectId, chunk_size: u64) -> Result<Array> {
+        let cs = if chunk_size == 0 {
             self.chunk_size
         } else {
-            o.inode.chunk_size
+            chunk_size
         };
-        Ok(self.cont.array(o.oid, cs)?)
+        Ok(self.cont.array(oid, cs)?)
     }
 
     /// The record under `dkey` of `obj`, the fields beside it merged in.
@@ -691,14 +697,7 @@ impl Dfs {
     /// directory's own times and link count.
     async fn outside(&self, oid: ObjectId, kind: Kind, chunk_size: u64) -> Result<Outside> {
         Ok(match kind {
-            Kind::File => {
-                let cs = if chunk_size == 0 {
-                    self.chunk_size
-                } else {
-                    chunk_size
-                };
-                Outside::Size(self.cont.array(oid, cs)?.size().await?)
-            }
+            Kind::File => Outside::Size(self.array_of(oid, chunk_size)?.size().await?),
             Kind::Dir => {
                 let (m, c, subdirs) = self.dir_state(oid).await?;
                 Outside::Dir {
@@ -777,6 +776,39 @@ impl Dfs {
             return self.getattr(o).await;
         }
         self.attr_of(o.oid, &o.inode).await
+    }
+
+    /// [`Dfs::entry_attr`] of several entries (a directory page), in order:
+    /// the sizes of their files asked all at once, one message per engine.
+    pub async fn entry_attrs(&self, objs: &[&Obj]) -> Vec<Result<Attr>> {
+        let plain_file = |o: &Obj| !o.inode.shared && o.kind() == Kind::File;
+        let arrays: Result<Vec<Array>> = objs
+            .iter()
+            .filter(|o| plain_file(o))
+            .map(|o| self.array(o))
+            .collect();
+        let sizes = match arrays {
+            Ok(a) => Array::sizes(&a).await.map_err(Errno::from),
+            Err(e) => Err(e),
+        };
+        let mut sizes = match sizes {
+            Ok(s) => s.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e); objs.iter().filter(|o| plain_file(o)).count()],
+        }
+        .into_iter();
+        let mut out = Vec::with_capacity(objs.len());
+        for o in objs {
+            out.push(if plain_file(o) {
+                match sizes.next() {
+                    Some(Ok(size)) => self.attr_from(o.oid, &o.inode, Outside::Size(size)),
+                    Some(Err(e)) => Err(e),
+                    None => Err(Errno(libc::EIO)),
+                }
+            } else {
+                self.entry_attr(o).await
+            });
+        }
+        out
     }
 
     /// Writes `r`, as [`Dfs::record`] returned it, back where it came from.

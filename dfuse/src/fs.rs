@@ -437,7 +437,7 @@ impl Core {
                 }
             };
             // A failure leaves the lookup to ask again.
-            futures::future::join_all(page.iter().map(|o| self.entry_attr(o))).await;
+            self.entry_attrs(&page.iter().collect::<Vec<_>>()).await;
             self.ahead.fetched(ino, page);
             match next {
                 Some(a) => anchor = Some(a),
@@ -451,12 +451,36 @@ impl Core {
     /// timeout (not cached again, which would restart it), else read and
     /// cached.
     async fn entry_attr(&self, o: &Obj) -> Result<Attr, Errno> {
-        if let Some(a) = self.attrs.get(&ino_of(o.oid)) {
-            return Ok(a);
+        self.entry_attrs(&[o])
+            .await
+            .pop()
+            .unwrap_or(Err(Errno(libc::EIO)))
+    }
+
+    /// [`Core::entry_attr`] of several entries, in order; those not cached
+    /// are read together (one size query per engine for all their files).
+    async fn entry_attrs(&self, objs: &[&Obj]) -> Vec<Result<Attr, Errno>> {
+        let mut out: Vec<Option<Result<Attr, Errno>>> = objs
+            .iter()
+            .map(|o| self.attrs.get(&ino_of(o.oid)).map(Ok))
+            .collect();
+        let missing: Vec<&Obj> = objs
+            .iter()
+            .zip(&out)
+            .filter(|(_, a)| a.is_none())
+            .map(|(o, _)| *o)
+            .collect();
+        let mut read = self.dfs.entry_attrs(&missing).await.into_iter();
+        for slot in out.iter_mut().filter(|a| a.is_none()) {
+            let a = read.next().unwrap_or(Err(Errno(libc::EIO)));
+            if let Ok(a) = &a {
+                self.cached(a);
+            }
+            *slot = Some(a);
         }
-        let a = self.dfs.entry_attr(o).await?;
-        self.cached(&a);
-        Ok(a)
+        out.into_iter()
+            .map(|a| a.unwrap_or(Err(Errno(libc::EIO))))
+            .collect()
     }
 
     /// The kernel dropped `n` lookups of `ino`; frees an unlinked file it
@@ -946,13 +970,15 @@ impl Core {
         // Within the attribute timeout an entry's attributes come from the
         // cache: tools list a directory several times over (`rm -rf` opens
         // each one twice), and a file's size costs a message per target.
-        let attrs = futures::future::join_all(ents.iter().map(|(_, e)| async {
-            let Some(o) = &e.obj else {
-                return Ok(dir_attr.clone());
-            };
-            self.entry_attr(o).await
-        }))
-        .await;
+        let objs: Vec<&Obj> = ents.iter().filter_map(|(_, e)| e.obj.as_ref()).collect();
+        let mut read = self.entry_attrs(&objs).await.into_iter();
+        let attrs: Vec<Result<Attr, Errno>> = ents
+            .iter()
+            .map(|(_, e)| match e.obj {
+                Some(_) => read.next().unwrap_or(Err(Errno(libc::EIO))),
+                None => Ok(dir_attr.clone()),
+            })
+            .collect();
         let mut out = Vec::with_capacity(ents.len());
         for ((next, e), a) in ents.into_iter().zip(attrs) {
             match a {

@@ -79,6 +79,10 @@ async fn dispatch(e: &Arc<Engine>, req: cart::Incoming) -> Result<(Bytes, Bytes)
             enc(&obj_query(e, decode(req.header, "query key")?).await?),
             none,
         )),
+        opcode::obj::QUERY_KEYS => Ok((
+            enc(&obj_query_many(e, decode(req.header, "query keys")?).await?),
+            none,
+        )),
         opcode::obj::TX_COMMIT => {
             let r = crate::dtx::tx_commit(e, decode(req.header, "tx commit")?, req.bulk).await?;
             Ok((enc(&r), none))
@@ -442,6 +446,23 @@ async fn obj_query(e: &Arc<Engine>, r: pb::QueryKeyReq) -> Result<pb::QueryKeyRe
             recx_end: q.recx_end.unwrap_or(0),
         },
     })
+}
+
+async fn obj_query_many(e: &Arc<Engine>, r: pb::QueryKeysReq) -> Result<pb::QueryKeysResp> {
+    if r.queries.len() > opcode::obj::MAX_QUERY_KEYS {
+        return Err(DaosError::new(
+            Der::INVAL,
+            format!(
+                "{} queries in one message, at most {}",
+                r.queries.len(),
+                opcode::obj::MAX_QUERY_KEYS
+            ),
+        )
+        .into());
+    }
+    let answers =
+        futures::future::try_join_all(r.queries.into_iter().map(|q| obj_query(e, q))).await?;
+    Ok(pb::QueryKeysResp { answers })
 }
 
 /// Turns a participant's wire ops into VOS DTX ops, slicing update data out

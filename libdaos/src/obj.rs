@@ -9,6 +9,7 @@
 //! a restart or an election explains is retried until the context's
 //! `retry_for` has passed.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -115,6 +116,40 @@ fn per_rank(groups: &[Vec<TargetId>]) -> Vec<(TargetId, Vec<u32>)> {
         }
     }
     out
+}
+
+/// Sends a request to engine `rank`, retrying what a restart explains
+/// (`oid`: the object it is about, for the log).
+async fn call_rank<Req: Message, Resp: Message + Default>(
+    cont: &Container,
+    rank: u32,
+    oid: Option<ObjectId>,
+    opcode: u32,
+    req: &Req,
+    bulk: Bytes,
+) -> Result<(Resp, Bytes), Error> {
+    let daos = cont.pool().daos().clone();
+    let deadline = tokio::time::Instant::now() + daos.opts().retry_for;
+    let mut delay = Duration::from_millis(20);
+    loop {
+        match daos.rpc(rank, opcode, req, bulk.clone()).await {
+            Err(e) if retryable(e.der()) && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(?oid, rank, "opcode {opcode:#x}: {e}; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// The largest dkey and, for the akey asked, one past its highest record
+/// under it: the answers of every rank holding the object merged.
+fn merge_max(all: impl IntoIterator<Item = pb::QueryKeyResp>) -> Option<(Vec<u8>, Option<u64>)> {
+    all.into_iter()
+        .filter(|r| r.found)
+        .max_by(|a, b| a.max_dkey.cmp(&b.max_dkey))
+        .map(|r| (r.max_dkey, r.has_recx.then_some(r.recx_end)))
 }
 
 /// The shards after the first of a group: the replicas its writes reach.
@@ -288,19 +323,7 @@ impl Object {
         req: &Req,
         bulk: Bytes,
     ) -> Result<(Resp, Bytes), Error> {
-        let daos = self.cont.pool().daos().clone();
-        let deadline = tokio::time::Instant::now() + daos.opts().retry_for;
-        let mut delay = Duration::from_millis(20);
-        loop {
-            match daos.rpc(shard.rank.0, opcode, req, bulk.clone()).await {
-                Err(e) if retryable(e.der()) && tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(oid = %self.oid, rank = shard.rank.0, tgt = shard.tgt.0, "opcode {opcode:#x}: {e}; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(1));
-                }
-                r => return r,
-            }
-        }
+        call_rank(&self.cont, shard.rank.0, Some(self.oid), opcode, req, bulk).await
     }
 
     /// Writes `iods` under `dkey`; returns the epoch of the write.
@@ -661,11 +684,7 @@ impl Object {
             .buffer_unordered(16)
             .try_collect()
             .await?;
-        Ok(all
-            .into_iter()
-            .filter(|r| r.found)
-            .max_by(|a, b| a.max_dkey.cmp(&b.max_dkey))
-            .map(|r| (r.max_dkey, r.has_recx.then_some(r.recx_end))))
+        Ok(merge_max(all))
     }
 }
 
@@ -754,6 +773,44 @@ pub struct Array {
 }
 
 const ARRAY_AKEY: &[u8] = b"\0";
+
+/// One QUERY_KEYS to `rank`: the answers paired with `who` asked each.
+async fn query_keys(
+    cont: &Container,
+    rank: u32,
+    who: Vec<usize>,
+    queries: Vec<pb::QueryKeyReq>,
+) -> Result<Vec<(usize, pb::QueryKeyResp)>, Error> {
+    let req = pb::QueryKeysReq { queries };
+    let (r, _): (pb::QueryKeysResp, _) = call_rank(
+        cont,
+        rank,
+        None,
+        opcode::obj::QUERY_KEYS,
+        &req,
+        Bytes::new(),
+    )
+    .await?;
+    if r.answers.len() != who.len() {
+        return Err(Error::Daos(DaosError::new(
+            Der::PROTO,
+            format!(
+                "rank {rank}: {} answers to {} queries",
+                r.answers.len(),
+                who.len()
+            ),
+        )));
+    }
+    Ok(who.into_iter().zip(r.answers).collect())
+}
+
+/// An array's size from its largest chunk dkey and the end of its records.
+fn size_of(max: Option<(Vec<u8>, Option<u64>)>) -> u64 {
+    match max {
+        Some((_, Some(end))) => end,
+        _ => 0,
+    }
+}
 
 fn chunk_dkey(c: u64) -> [u8; 8] {
     c.to_be_bytes()
@@ -913,10 +970,52 @@ impl Array {
 
     /// The array's size: one past its highest written byte.
     pub async fn size(&self) -> Result<u64, Error> {
-        Ok(match self.obj.query_max(ARRAY_AKEY).await? {
-            Some((_, Some(end))) => end,
-            _ => 0,
-        })
+        Ok(size_of(self.obj.query_max(ARRAY_AKEY).await?))
+    }
+
+    /// The sizes of `arrays` (of one container), in order: one message per
+    /// engine for all of them (up to [`opcode::obj::MAX_QUERY_KEYS`]
+    /// queries each), where [`Array::size`] of each costs one per engine
+    /// holding it.
+    pub async fn sizes(arrays: &[Array]) -> Result<Vec<u64>, Error> {
+        let Some(first) = arrays.first() else {
+            return Ok(Vec::new());
+        };
+        // Per rank: which array each query is for, and the query.
+        let mut by_rank: BTreeMap<u32, Vec<(usize, pb::QueryKeyReq)>> = BTreeMap::new();
+        for (i, a) in arrays.iter().enumerate() {
+            let (v, l) = a.obj.layout()?;
+            for (shard, more_tgts) in per_rank(&l.groups) {
+                by_rank.entry(shard.rank.0).or_default().push((
+                    i,
+                    pb::QueryKeyReq {
+                        t: Some(a.obj.target(shard.tgt.0, v)),
+                        epoch: EPOCH_LATEST,
+                        akey: ARRAY_AKEY.to_vec(),
+                        more_tgts,
+                    },
+                ));
+            }
+        }
+        let mut calls = Vec::new();
+        for (rank, qs) in by_rank {
+            for batch in qs.chunks(opcode::obj::MAX_QUERY_KEYS) {
+                let (who, queries) = batch.iter().cloned().unzip();
+                calls.push(query_keys(&first.obj.cont, rank, who, queries));
+            }
+        }
+        let answered: Vec<Vec<(usize, pb::QueryKeyResp)>> = futures::stream::iter(calls)
+            .buffer_unordered(16)
+            .try_collect()
+            .await?;
+        let mut per_array: Vec<Vec<pb::QueryKeyResp>> = vec![Vec::new(); arrays.len()];
+        for (i, a) in answered.into_iter().flatten() {
+            per_array[i].push(a);
+        }
+        Ok(per_array
+            .into_iter()
+            .map(|all| size_of(merge_max(all)))
+            .collect())
     }
 
     /// Truncates or extends the array to `size` bytes.

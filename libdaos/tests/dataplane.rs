@@ -380,6 +380,30 @@ async fn objects_across_two_engines() {
     assert_eq!(arr.size().await.unwrap(), 1 << 20);
     arr.set_size(2 << 20).await.unwrap();
     assert_eq!(arr.size().await.unwrap(), 2 << 20);
+    // Many arrays' sizes at once (more than one message's worth per rank):
+    // written, replicated, never written.
+    let mut arrays = vec![arr.clone()];
+    for (i, n) in [1u64, 4096, (1 << 20) + 7, 3 << 20].into_iter().enumerate() {
+        let oid = cont
+            .alloc_oid(ObjectType::ArrayByte, &class("SX"))
+            .await
+            .unwrap();
+        let a = cont.array(oid, 1 << 20).unwrap();
+        a.write(n - 1, Bytes::from(vec![i as u8])).await.unwrap();
+        arrays.push(a);
+    }
+    for lo in 0..(proto::opcode::obj::MAX_QUERY_KEYS as u64 + 100) {
+        let oid = ObjectId::generate(9, lo, ObjectType::ArrayByte, &class("SX"));
+        arrays.push(cont.array(oid, 1 << 20).unwrap());
+    }
+    let sizes = Array::sizes(&arrays).await.unwrap();
+    assert_eq!(sizes.len(), arrays.len());
+    assert_eq!(sizes[..5], [2 << 20, 1, 4096, (1 << 20) + 7, 3 << 20]);
+    assert!(sizes[5..].iter().all(|s| *s == 0));
+    for (a, s) in arrays.iter().zip(&sizes).take(5) {
+        assert_eq!(a.size().await.unwrap(), *s);
+    }
+    assert!(Array::sizes(&[]).await.unwrap().is_empty());
     let tail = arr.read(1 << 20, 1 << 20).await.unwrap();
     assert!(
         tail.iter().all(|b| *b == 0),

@@ -19,6 +19,10 @@ pub mod obj {
     pub const QUERY_KEY: u32 = M | 5;
     /// `obj::TxCommitReq` -> `obj::TxCommitResp`; bulk: update data in op order.
     pub const TX_COMMIT: u32 = M | 6;
+    /// `obj::QueryKeysReq` -> `obj::QueryKeysResp`: several QUERY_KEYs on one rank.
+    pub const QUERY_KEYS: u32 = M | 7;
+    /// The most queries one QUERY_KEYS carries.
+    pub const MAX_QUERY_KEYS: usize = 1024;
 }
 
 /// Distributed transactions, engine -> engine.
