@@ -48,8 +48,9 @@ const ENTRIES: u64 = 100_000;
 /// Names changed in a directory while one page of it is listed, recorded
 /// at most; past that the page is dropped.
 pub const CHANGES_KEPT: usize = 4096;
-/// Fresh directories tracked at most, and names recorded in each.
-const FRESH_DIRS: usize = 1024;
+/// Fresh directories tracked at most (enough for every directory made
+/// within the window at ten thousand a second), and names recorded in each.
+const FRESH_DIRS: usize = 16_384;
 const FRESH_NAMES: usize = 100_000;
 
 /// A directory made through this mount: until `until`, the names in
