@@ -74,25 +74,6 @@ impl InodeTable {
         }
     }
 
-    fn index(&mut self, ino: u64, o: &Obj) {
-        self.names
-            .entry(ino_of(o.parent))
-            .or_default()
-            .insert(o.name.clone(), ino);
-    }
-
-    fn unindex(&mut self, ino: u64, o: &Obj) {
-        let parent = ino_of(o.parent);
-        if let Some(m) = self.names.get_mut(&parent) {
-            if m.get(&o.name) == Some(&ino) {
-                m.remove(&o.name);
-                if m.is_empty() {
-                    self.names.remove(&parent);
-                }
-            }
-        }
-    }
-
     /// What `name` in directory `parent` held when last seen through this
     /// table (a lookup, a create, a rename); it may have changed since.
     pub fn named(&self, parent: u64, name: &[u8]) -> Option<Obj> {
@@ -129,10 +110,10 @@ impl InodeTable {
     pub fn remember(&mut self, obj: Obj) -> u64 {
         let ino = ino_of(obj.oid);
         if ino != ROOT_INO {
-            if let Some(old) = self.map.get(&ino).map(|e| e.obj.clone()) {
-                self.unindex(ino, &old);
+            if let Some(e) = self.map.get(&ino) {
+                unindex(&mut self.names, ino, &e.obj);
             }
-            self.index(ino, &obj);
+            index(&mut self.names, ino, &obj);
         }
         match self.map.get_mut(&ino) {
             Some(e) => {
@@ -166,14 +147,12 @@ impl InodeTable {
         if ino == ROOT_INO {
             return;
         }
-        let Some(old) = self.map.get(&ino).map(|e| e.obj.clone()) else {
+        let Some(e) = self.map.get_mut(&ino) else {
             return;
         };
-        self.unindex(ino, &old);
-        self.index(ino, &obj);
-        if let Some(e) = self.map.get_mut(&ino) {
-            e.obj = obj;
-        }
+        unindex(&mut self.names, ino, &e.obj);
+        index(&mut self.names, ino, &obj);
+        e.obj = obj;
     }
 
     /// The kernel dropped `n` lookups. Returns true if the entry went away.
@@ -218,7 +197,7 @@ impl InodeTable {
 
     fn remove(&mut self, ino: u64) {
         if let Some(e) = self.map.remove(&ino) {
-            self.unindex(ino, &e.obj);
+            unindex(&mut self.names, ino, &e.obj);
         }
     }
 
@@ -228,11 +207,9 @@ impl InodeTable {
     /// otherwise it is freed at the last release or forget.
     pub fn unlinked(&mut self, oid: ObjectId) -> Option<ObjectId> {
         let ino = ino_of(oid);
-        if let Some(old) = self.map.get(&ino).map(|e| e.obj.clone()) {
-            self.unindex(ino, &old);
-        }
         match self.map.get_mut(&ino) {
             Some(e) => {
+                unindex(&mut self.names, ino, &e.obj);
                 e.orphan = true;
                 // The record's home is gone: attributes come from the copy we hold.
                 e.obj.inode.shared = false;
@@ -245,6 +222,27 @@ impl InodeTable {
                 }
             }
             None => Some(oid),
+        }
+    }
+}
+
+/// Points `o`'s name in the index at `ino`.
+fn index(names: &mut HashMap<u64, HashMap<Vec<u8>, u64>>, ino: u64, o: &Obj) {
+    names
+        .entry(ino_of(o.parent))
+        .or_default()
+        .insert(o.name.clone(), ino);
+}
+
+/// Drops `o`'s name from the index if it still points at `ino`.
+fn unindex(names: &mut HashMap<u64, HashMap<Vec<u8>, u64>>, ino: u64, o: &Obj) {
+    let parent = ino_of(o.parent);
+    if let Some(m) = names.get_mut(&parent) {
+        if m.get(&o.name) == Some(&ino) {
+            m.remove(&o.name);
+            if m.is_empty() {
+                names.remove(&parent);
+            }
         }
     }
 }
