@@ -782,33 +782,41 @@ impl Dfs {
     /// the sizes of their files asked all at once, one message per engine.
     pub async fn entry_attrs(&self, objs: &[&Obj]) -> Vec<Result<Attr>> {
         let plain_file = |o: &Obj| !o.inode.shared && o.kind() == Kind::File;
-        let arrays: Result<Vec<Array>> = objs
-            .iter()
-            .filter(|o| plain_file(o))
-            .map(|o| self.array(o))
-            .collect();
-        let sizes = match arrays {
-            Ok(a) => Array::sizes(&a).await.map_err(Errno::from),
-            Err(e) => Err(e),
+        let files = objs.iter().filter(|o| plain_file(o)).count();
+        let sizes = async {
+            let arrays = objs
+                .iter()
+                .filter(|o| plain_file(o))
+                .map(|o| self.array(o))
+                .collect::<Result<Vec<Array>>>()?;
+            Ok::<_, Errno>(Array::sizes(&arrays).await?)
         };
+        // Directories, links and shared records, each its own read, at once.
+        let others = futures::future::join_all(
+            objs.iter()
+                .filter(|o| !plain_file(o))
+                .map(|o| self.entry_attr(o)),
+        );
+        let (sizes, others) = futures::join!(sizes, others);
         let mut sizes = match sizes {
             Ok(s) => s.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e); objs.iter().filter(|o| plain_file(o)).count()],
+            Err(e) => vec![Err(e); files],
         }
         .into_iter();
-        let mut out = Vec::with_capacity(objs.len());
-        for o in objs {
-            out.push(if plain_file(o) {
-                match sizes.next() {
-                    Some(Ok(size)) => self.attr_from(o.oid, &o.inode, Outside::Size(size)),
-                    Some(Err(e)) => Err(e),
-                    None => Err(Errno(libc::EIO)),
+        let mut others = others.into_iter();
+        objs.iter()
+            .map(|o| {
+                if plain_file(o) {
+                    match sizes.next() {
+                        Some(Ok(size)) => self.attr_from(o.oid, &o.inode, Outside::Size(size)),
+                        Some(Err(e)) => Err(e),
+                        None => Err(Errno(libc::EIO)),
+                    }
+                } else {
+                    others.next().unwrap_or(Err(Errno(libc::EIO)))
                 }
-            } else {
-                self.entry_attr(o).await
-            });
-        }
-        out
+            })
+            .collect()
     }
 
     /// Writes `r`, as [`Dfs::record`] returned it, back where it came from.
