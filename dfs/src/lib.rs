@@ -383,14 +383,6 @@ fn touch_dir(tx: &mut Tx, dir: &Object, now: i64) {
     );
 }
 
-/// Makes the op added last to `tx` (on an entry) run only if the entry
-/// holds object `oid` with its own record (not a hard link's stub).
-fn expect_entry_of(tx: &mut Tx, oid: ObjectId) {
-    for (at, bytes) in Inode::identity(oid.hi, oid.lo, false) {
-        tx.expect(INODE_AKEY, at, &bytes);
-    }
-}
-
 /// Adds to `tx` the marker of subdirectory `name` in `dir` (or its removal).
 fn mark_subdir(tx: &mut Tx, dir: &Object, name: &[u8], present: bool) {
     if present {
@@ -782,7 +774,6 @@ impl Dfs {
     /// the sizes of their files asked all at once, one message per engine.
     pub async fn entry_attrs(&self, objs: &[&Obj]) -> Vec<Result<Attr>> {
         let plain_file = |o: &Obj| !o.inode.shared && o.kind() == Kind::File;
-        let files = objs.iter().filter(|o| plain_file(o)).count();
         let sizes = async {
             let arrays = objs
                 .iter()
@@ -798,19 +789,17 @@ impl Dfs {
                 .map(|o| self.entry_attr(o)),
         );
         let (sizes, others) = futures::join!(sizes, others);
-        let mut sizes = match sizes {
-            Ok(s) => s.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(e); files],
-        }
-        .into_iter();
+        let mut sizes = sizes.map(Vec::into_iter);
         let mut others = others.into_iter();
         objs.iter()
             .map(|o| {
                 if plain_file(o) {
-                    match sizes.next() {
-                        Some(Ok(size)) => self.attr_from(o.oid, &o.inode, Outside::Size(size)),
-                        Some(Err(e)) => Err(e),
-                        None => Err(Errno(libc::EIO)),
+                    match &mut sizes {
+                        Ok(s) => match s.next() {
+                            Some(size) => self.attr_from(o.oid, &o.inode, Outside::Size(size)),
+                            None => Err(Errno(libc::EIO)),
+                        },
+                        Err(e) => Err(*e),
                     }
                 } else {
                     others.next().unwrap_or(Err(Errno(libc::EIO)))
@@ -1176,22 +1165,8 @@ impl Dfs {
         if let Some(g) = guess {
             if g.parent == dir.oid && g.name == name && g.kind() != Kind::Dir && !g.inode.shared {
                 let _held = self.lock_records(&[g.oid]).await;
-                let d = self.object(dir.oid)?;
-                let now = now_ns();
-                let mut tx = self.cont.tx();
-                tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
-                expect_entry_of(&mut tx, g.oid);
-                touch_dir(&mut tx, &d, now);
-                match tx.commit().await {
-                    Ok(_) => {
-                        return Ok(Removed {
-                            oid: g.oid,
-                            last: true,
-                            at: now,
-                        })
-                    }
-                    Err(e) if e.der() == Der::MISMATCH => {}
-                    Err(e) => return Err(e.into()),
+                if let Some(r) = self.remove_entry(dir, g).await? {
+                    return Ok(r);
                 }
             }
         }
@@ -1222,14 +1197,10 @@ impl Dfs {
         let mut full = None;
         if let Some(g) = guess {
             if g.parent == dir.oid && g.name == name && g.kind() == Kind::Dir {
-                if self.is_empty_dir(g.oid).await? {
-                    match self.remove_dir_entry(dir, g, true).await {
-                        // The name holds another directory now.
-                        Err(Errno(libc::ESTALE)) => {}
-                        r => return r,
-                    }
-                } else {
+                if !self.is_empty_dir(g.oid).await? {
                     full = Some(g.oid);
+                } else if let Some(r) = self.remove_entry(dir, g).await? {
+                    return Ok(r);
                 }
             }
         }
@@ -1240,28 +1211,42 @@ impl Dfs {
         if full == Some(o.oid) || !self.is_empty_dir(o.oid).await? {
             return Err(Errno(libc::ENOTEMPTY));
         }
-        self.remove_dir_entry(dir, &o, false).await
+        let d = self.object(dir.oid)?;
+        let now = now_ns();
+        let mut tx = self.cont.tx();
+        tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
+        touch_dir(&mut tx, &d, now);
+        mark_subdir(&mut tx, &d, name, false);
+        tx.commit().await?;
+        Ok(Removed {
+            oid: o.oid,
+            last: true,
+            at: now,
+        })
     }
 
-    /// Removes the entry of the empty directory `o` from `dir`; with
-    /// `expect`, only if the entry still holds `o` (ESTALE otherwise).
-    async fn remove_dir_entry(&self, dir: &Obj, o: &Obj, expect: bool) -> Result<Removed> {
+    /// Removes the entry of `o` (a file with one name, or an empty
+    /// directory) from `dir` in one transaction, if the entry still holds
+    /// `o`; `None` if it holds something else now (the caller reads it).
+    async fn remove_entry(&self, dir: &Obj, o: &Obj) -> Result<Option<Removed>> {
         let d = self.object(dir.oid)?;
         let now = now_ns();
         let mut tx = self.cont.tx();
         tx.punch_dkey(&d, &o.name, cond::DKEY_PUNCH);
-        if expect {
-            expect_entry_of(&mut tx, o.oid);
+        for (at, bytes) in Inode::identity(o.oid.hi, o.oid.lo, false) {
+            tx.expect(INODE_AKEY, at, &bytes);
         }
         touch_dir(&mut tx, &d, now);
-        mark_subdir(&mut tx, &d, &o.name, false);
+        if o.kind() == Kind::Dir {
+            mark_subdir(&mut tx, &d, &o.name, false);
+        }
         match tx.commit().await {
-            Ok(_) => Ok(Removed {
+            Ok(_) => Ok(Some(Removed {
                 oid: o.oid,
                 last: true,
                 at: now,
-            }),
-            Err(e) if expect && e.der() == Der::MISMATCH => Err(Errno(libc::ESTALE)),
+            })),
+            Err(e) if e.der() == Der::MISMATCH => Ok(None),
             Err(e) => Err(e.into()),
         }
     }

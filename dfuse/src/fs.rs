@@ -460,26 +460,29 @@ impl Core {
     /// [`Core::entry_attr`] of several entries, in order; those not cached
     /// are read together (one size query per engine for all their files).
     async fn entry_attrs(&self, objs: &[&Obj]) -> Vec<Result<Attr, Errno>> {
-        let mut out: Vec<Option<Result<Attr, Errno>>> = objs
+        let cached: Vec<Option<Attr>> = objs
             .iter()
-            .map(|o| self.attrs.get(&ino_of(o.oid)).map(Ok))
+            .map(|o| self.attrs.get(&ino_of(o.oid)))
             .collect();
         let missing: Vec<&Obj> = objs
             .iter()
-            .zip(&out)
+            .zip(&cached)
             .filter(|(_, a)| a.is_none())
             .map(|(o, _)| *o)
             .collect();
         let mut read = self.dfs.entry_attrs(&missing).await.into_iter();
-        for slot in out.iter_mut().filter(|a| a.is_none()) {
-            let a = read.next().unwrap_or(Err(Errno(libc::EIO)));
-            if let Ok(a) = &a {
-                self.cached(a);
-            }
-            *slot = Some(a);
-        }
-        out.into_iter()
-            .map(|a| a.unwrap_or(Err(Errno(libc::EIO))))
+        cached
+            .into_iter()
+            .map(|c| match c {
+                Some(a) => Ok(a),
+                None => {
+                    let a = read.next().unwrap_or(Err(Errno(libc::EIO)));
+                    if let Ok(a) = &a {
+                        self.cached(a);
+                    }
+                    a
+                }
+            })
             .collect()
     }
 

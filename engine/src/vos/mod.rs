@@ -1299,7 +1299,10 @@ impl Vos {
         Ok(())
     }
 
-    /// `DER_MISMATCH` unless every expectation holds at `epoch`.
+    /// `DER_MISMATCH` unless every expectation holds at `epoch`. The values
+    /// compared are read with device reach: those under `data_thresh` (dfs's
+    /// inode records) live in SCM, but a larger one may wait on the bulk
+    /// device, even where the prepare runs in place on the network thread.
     fn check_expect(&self, oid: Oid, epoch: u64, dkey: &[u8], expect: &[Expect]) -> Result<()> {
         for x in expect {
             let v = self.fetch_single(oid, epoch, dkey, &x.akey, Reach::Device)?;
