@@ -424,26 +424,42 @@ async fn obj_query(e: &Arc<Engine>, r: pb::QueryKeyReq) -> Result<pb::QueryKeyRe
     let oid = vos_oid(&t)?;
     let epoch = if r.epoch == 0 { u64::MAX } else { r.epoch };
     let akey = Arc::new(r.akey);
+    let want_epoch = r.want_epoch;
     let queries = std::iter::once(t.tgt).chain(r.more_tgts).map(|tgt| {
         let (pool, akey) = (t.pool_uuid.clone(), akey.clone());
         e.targets().read(tgt, move |ts, _| {
             let a = (!akey.is_empty()).then_some(akey.as_slice());
-            ts.vos(&pool)?.query_max(oid, epoch, None, a)
+            let v = ts.vos(&pool)?;
+            let max_epoch = if want_epoch {
+                v.max_epoch(oid, epoch, a)?
+            } else {
+                0
+            };
+            Ok((v.query_max(oid, epoch, None, a)?, max_epoch))
         })
     });
-    // As over shards on different ranks (libdaos): the highest dkey decides.
+    // As over shards on different ranks (libdaos): the highest dkey decides,
+    // the newest change of any shard is the object's.
+    let mut max_epoch = 0;
     let q = futures::future::try_join_all(queries)
         .await?
         .into_iter()
-        .flatten()
+        .filter_map(|(q, m)| {
+            max_epoch = max_epoch.max(m);
+            q
+        })
         .max_by(|a, b| a.dkey.cmp(&b.dkey));
     Ok(match q {
-        None => pb::QueryKeyResp::default(),
+        None => pb::QueryKeyResp {
+            max_epoch,
+            ..Default::default()
+        },
         Some(q) => pb::QueryKeyResp {
             found: true,
             max_dkey: q.dkey,
             has_recx: q.recx_end.is_some(),
             recx_end: q.recx_end.unwrap_or(0),
+            max_epoch,
         },
     })
 }

@@ -31,7 +31,9 @@ mod tx;
 pub use client::{Daos, DaosOpts, DEFAULT_SYS};
 pub use cont::Container;
 pub use error::Error;
-pub use obj::{cond, Array, FetchIod, Fetched, Iod, Kv, Object, Recx, Value, EPOCH_LATEST};
+pub use obj::{
+    cond, Array, ArrayStat, FetchIod, Fetched, Iod, Kv, Object, Recx, Value, EPOCH_LATEST,
+};
 pub use placement::{ObjectClass, ObjectId, ObjectType};
 pub use pool::{Pool, PoolFlags, PoolInfo};
 pub use proto::pool::{ContInfo, Snapshot, TierSpace};

@@ -662,6 +662,16 @@ impl Object {
     /// The largest dkey of the object and, for `akey`, one past its highest
     /// record under that dkey (over all groups).
     pub async fn query_max(&self, akey: &[u8]) -> Result<Option<(Vec<u8>, Option<u64>)>, Error> {
+        Ok(merge_max(self.query_all(akey, false).await?))
+    }
+
+    /// Every rank's answer to a key query of `akey` (with `want_epoch`, each
+    /// also scans for the newest change).
+    async fn query_all(
+        &self,
+        akey: &[u8],
+        want_epoch: bool,
+    ) -> Result<Vec<pb::QueryKeyResp>, Error> {
         let (v, l) = self.layout()?;
         let calls: Vec<_> = per_rank(&l.groups)
             .into_iter()
@@ -671,6 +681,7 @@ impl Object {
                     epoch: EPOCH_LATEST,
                     akey: akey.to_vec(),
                     more_tgts,
+                    want_epoch,
                 };
                 async move {
                     let (r, _): (pb::QueryKeyResp, _) = self
@@ -680,11 +691,10 @@ impl Object {
                 }
             })
             .collect();
-        let all: Vec<pb::QueryKeyResp> = futures::stream::iter(calls)
+        futures::stream::iter(calls)
             .buffer_unordered(16)
             .try_collect()
-            .await?;
-        Ok(merge_max(all))
+            .await
     }
 }
 
@@ -809,6 +819,26 @@ fn size_of(max: Option<(Vec<u8>, Option<u64>)>) -> u64 {
     match max {
         Some((_, Some(end))) => end,
         _ => 0,
+    }
+}
+
+/// What [`Array::stat`] tells (DAOS's `daos_array_stbuf_t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ArrayStat {
+    /// One past the highest written byte.
+    pub size: u64,
+    /// The epoch of the newest write or punch of the array's bytes, 0 if
+    /// there was none: epochs are nanoseconds of the engines' hybrid clocks,
+    /// so this is its modification time.
+    pub max_epoch: u64,
+}
+
+/// The stat of an array from every rank's answer.
+fn stat_of(all: Vec<pb::QueryKeyResp>) -> ArrayStat {
+    let max_epoch = all.iter().map(|r| r.max_epoch).max().unwrap_or(0);
+    ArrayStat {
+        size: size_of(merge_max(all)),
+        max_epoch,
     }
 }
 
@@ -973,11 +1003,16 @@ impl Array {
         Ok(size_of(self.obj.query_max(ARRAY_AKEY).await?))
     }
 
-    /// The sizes of `arrays` (of one container), in order: one message per
-    /// engine for all of them (up to [`opcode::obj::MAX_QUERY_KEYS`]
-    /// queries each), where [`Array::size`] of each costs one per engine
-    /// holding it.
-    pub async fn sizes(arrays: &[Array]) -> Result<Vec<u64>, Error> {
+    /// The array's size and last modification.
+    pub async fn stat(&self) -> Result<ArrayStat, Error> {
+        Ok(stat_of(self.obj.query_all(ARRAY_AKEY, true).await?))
+    }
+
+    /// [`Array::stat`] of each of `arrays` (of one container), in order: one
+    /// message per engine for all of them (up to
+    /// [`opcode::obj::MAX_QUERY_KEYS`] queries each), where `stat` of each
+    /// costs one per engine holding it.
+    pub async fn stats(arrays: &[Array]) -> Result<Vec<ArrayStat>, Error> {
         let Some(first) = arrays.first() else {
             return Ok(Vec::new());
         };
@@ -993,6 +1028,7 @@ impl Array {
                         epoch: EPOCH_LATEST,
                         akey: ARRAY_AKEY.to_vec(),
                         more_tgts,
+                        want_epoch: true,
                     },
                 ));
             }
@@ -1012,10 +1048,7 @@ impl Array {
         for (i, a) in answered.into_iter().flatten() {
             per_array[i].push(a);
         }
-        Ok(per_array
-            .into_iter()
-            .map(|all| size_of(merge_max(all)))
-            .collect())
+        Ok(per_array.into_iter().map(stat_of).collect())
     }
 
     /// Truncates or extends the array to `size` bytes.

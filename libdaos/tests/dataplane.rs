@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use libdaos::{
-    cond, Array, Container, Daos, DaosOpts, Iod, ObjectClass, ObjectId, ObjectType, Pool,
-    PoolFlags, Value,
+    cond, Array, ArrayStat, Container, Daos, DaosOpts, Iod, ObjectClass, ObjectId, ObjectType,
+    Pool, PoolFlags, Value,
 };
 use proto::Der;
 use testkit::{wait_for, EngineSpec, System};
@@ -396,14 +396,34 @@ async fn objects_across_two_engines() {
         let oid = ObjectId::generate(9, lo, ObjectType::ArrayByte, &class("SX"));
         arrays.push(cont.array(oid, 1 << 20).unwrap());
     }
-    let sizes = Array::sizes(&arrays).await.unwrap();
+    let stats = Array::stats(&arrays).await.unwrap();
+    let sizes: Vec<u64> = stats.iter().map(|s| s.size).collect();
     assert_eq!(sizes.len(), arrays.len());
     assert_eq!(sizes[..5], [2 << 20, 1, 4096, (1 << 20) + 7, 3 << 20]);
-    assert!(sizes[5..].iter().all(|s| *s == 0));
-    for (a, s) in arrays.iter().zip(&sizes).take(5) {
-        assert_eq!(a.size().await.unwrap(), *s);
+    assert!(stats[5..].iter().all(|s| *s == ArrayStat::default()));
+    for (a, s) in arrays.iter().zip(&stats).take(5) {
+        assert_eq!(a.size().await.unwrap(), s.size);
+        assert_eq!(a.stat().await.unwrap(), *s);
     }
-    assert!(Array::sizes(&[]).await.unwrap().is_empty());
+    // The newest change is an epoch, i.e. wall-clock nanoseconds, and moves
+    // with every write or punch of the bytes.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for s in &stats[..5] {
+        assert!(
+            s.max_epoch.abs_diff(now) < 600_000_000_000,
+            "{s:?} vs {now}"
+        );
+    }
+    arrays[2].write(0, Bytes::from_static(b"a")).await.unwrap();
+    let after = arrays[2].stat().await.unwrap();
+    assert_eq!(after.size, 4096);
+    assert!(after.max_epoch > stats[2].max_epoch);
+    arrays[2].punch(0, 1).await.unwrap();
+    assert!(arrays[2].stat().await.unwrap().max_epoch > after.max_epoch);
+    assert!(Array::stats(&[]).await.unwrap().is_empty());
     let tail = arr.read(1 << 20, 1 << 20).await.unwrap();
     assert!(
         tail.iter().all(|b| *b == 0),

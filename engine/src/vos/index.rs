@@ -147,7 +147,7 @@ impl Akey {
         self.punches.is_empty() && self.kind() == Kind::Free
     }
 
-    fn epochs(&self) -> Box<dyn Iterator<Item = u64> + '_> {
+    pub(crate) fn epochs(&self) -> Box<dyn Iterator<Item = u64> + '_> {
         match &self.val {
             Val::Single(m) => Box::new(m.keys().copied()),
             Val::Array { exts, .. } => Box::new(exts.iter().map(|x| x.epoch)),
@@ -686,6 +686,34 @@ impl Image {
         self.objs
             .get(&oid)
             .is_some_and(|o| Self::obj_visible_in(o, e))
+    }
+
+    /// The newest epoch at or below `e` at which anything of `oid` changed
+    /// (a write or a punch), 0 if nothing did; with `akey`, only what was
+    /// written or punched under that akey (in any dkey) counts, with the
+    /// punches of the dkeys holding it and of the object.
+    pub(crate) fn max_epoch(&self, oid: Oid, e: u64, akey: Option<&[u8]>) -> u64 {
+        let Some(o) = self.objs.get(&oid) else {
+            return 0;
+        };
+        let le = |p: &[u64]| punch_le(p, e).unwrap_or(0);
+        let mut max = le(&o.punches);
+        for d in o.dkeys.values() {
+            let akeys: Box<dyn Iterator<Item = &Akey>> = match akey {
+                Some(k) => Box::new(d.akeys.get(k).into_iter()),
+                None => Box::new(d.akeys.values()),
+            };
+            let mut any = false;
+            for a in akeys {
+                any = true;
+                let newest = a.epochs().filter(|x| *x <= e).max().unwrap_or(0);
+                max = max.max(le(&a.punches)).max(newest);
+            }
+            if any || akey.is_none() {
+                max = max.max(le(&d.punches));
+            }
+        }
+        max
     }
 
     pub(crate) fn dkey_visible(&self, oid: Oid, dkey: &[u8], e: u64) -> bool {

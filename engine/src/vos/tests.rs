@@ -1224,3 +1224,45 @@ fn containers_are_separate() {
     assert_eq!(v.dtx_state(DtxId(1)), DtxState::Aborted);
     check_accounting(&v);
 }
+
+#[test]
+fn max_epoch_is_the_newest_change_at_or_below() {
+    let d = TempDir::new().unwrap();
+    let mut v = open(&d, 1 << 20, None);
+    assert_eq!(v.max_epoch(O1, 10, None).unwrap(), 0);
+    put_arr(&mut v, O1, 2, &1u64.to_be_bytes(), b"arr", 0, b"xyz");
+    put_arr(&mut v, O1, 5, &2u64.to_be_bytes(), b"arr", 100, b"xyz");
+    put(&mut v, O1, 7, &9u64.to_be_bytes(), b"other", b"v");
+    assert_eq!(v.max_epoch(O1, 10, None).unwrap(), 7);
+    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 5);
+    assert_eq!(v.max_epoch(O1, 4, Some(b"arr")).unwrap(), 2);
+    assert_eq!(v.max_epoch(O1, 1, Some(b"arr")).unwrap(), 0);
+    // A punch of records, or of a dkey holding the akey, is a change too; a
+    // punch of a dkey without it is not.
+    v.update(
+        O1,
+        8,
+        &1u64.to_be_bytes(),
+        &[Iod::array_punch("arr", vec![Recx::new(0, 1)])],
+        Cond::NONE,
+    )
+    .unwrap();
+    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 8);
+    v.punch(
+        O1,
+        9,
+        Punch::Dkeys(vec![9u64.to_be_bytes().to_vec()]),
+        Cond::NONE,
+    )
+    .unwrap();
+    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 8);
+    assert_eq!(v.max_epoch(O1, 10, None).unwrap(), 9);
+    v.punch(
+        O1,
+        10,
+        Punch::Dkeys(vec![2u64.to_be_bytes().to_vec()]),
+        Cond::NONE,
+    )
+    .unwrap();
+    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 10);
+}
