@@ -23,8 +23,9 @@
 //! | 72 | 2 | symlink target length |
 //! | 74 | n | symlink target bytes |
 //!
-//! Invariant: `decode(encode(r)) == r`, and `decode` of any bytes returns a
-//! record or an error, never panics.
+//! Invariant: `decode(encode(r)) == r` for every `r` whose `mtime_at` is its
+//! `mtime` (the one field kept outside the bytes), and `decode` of any bytes
+//! returns a record or an error, never panics.
 
 use std::fmt;
 
@@ -44,6 +45,12 @@ pub struct Inode {
     pub oid_lo: u64,
     pub atime: i64,
     pub mtime: i64,
+    /// When `mtime` was last set, in ns of the client's clock, which the
+    /// engines' epochs follow (DAOS's `obj_hlc`): a write to a file's bytes
+    /// with a larger epoch is newer, and its epoch is the file's mtime. Not
+    /// in the record's bytes but beside them (dfs's `DFS_MTIME` akey);
+    /// `decode` takes `mtime` itself.
+    pub mtime_at: i64,
     pub ctime: i64,
     pub chunk_size: u64,
     pub nlink: u32,
@@ -124,6 +131,7 @@ impl Inode {
             oid_lo: u64_at(24),
             atime: u64_at(32) as i64,
             mtime: u64_at(40) as i64,
+            mtime_at: u64_at(40) as i64,
             ctime: u64_at(48) as i64,
             chunk_size: u64_at(56),
             nlink: u32_at(64),
@@ -153,6 +161,7 @@ mod tests {
             oid_lo: 1025,
             atime: 1,
             mtime: -2,
+            mtime_at: -2,
             ctime: 3,
             chunk_size: 1 << 20,
             nlink: 2,

@@ -48,8 +48,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use layout::Inode;
 use libdaos::{
-    cond, Array, Container, FetchIod, Iod, Object, ObjectClass, ObjectId, ObjectType, Tx, Value,
-    EPOCH_LATEST,
+    cond, Array, ArrayStat, Container, FetchIod, Iod, Object, ObjectClass, ObjectId, ObjectType,
+    Tx, Value, EPOCH_LATEST,
 };
 use proto::Der;
 
@@ -101,7 +101,9 @@ pub type Result<T> = std::result::Result<T, Errno>;
 pub const INODE_AKEY: &[u8] = b"DFS_INODE";
 /// A non-directory's times, beside its record (same dkey): each an i64 of
 /// ns since the epoch, little-endian. Where present they override the
-/// record's own.
+/// record's own. [`MTIME_AKEY`] holds a second i64 after the time: when it
+/// was set ([`Inode::mtime_at`]); a file's mtime is the epoch of its newest
+/// write where that is later (the time itself where absent).
 pub const ATIME_AKEY: &[u8] = b"DFS_ATIME";
 pub const MTIME_AKEY: &[u8] = b"DFS_MTIME";
 pub const CTIME_AKEY: &[u8] = b"DFS_CTIME";
@@ -231,7 +233,8 @@ pub struct Removed {
 
 /// What `stat` shows that an inode record does not hold.
 enum Outside {
-    Size(u64),
+    /// A file's size and newest write.
+    File(ArrayStat),
     Dir {
         mtime: Option<i64>,
         ctime: Option<i64>,
@@ -298,6 +301,12 @@ fn single(akey: &[u8], v: Vec<u8>) -> Iod {
     }
 }
 
+/// A file of `size` bytes whose newest write is not known: its times are
+/// the record's.
+fn unwritten(size: u64) -> ArrayStat {
+    ArrayStat { size, max_epoch: 0 }
+}
+
 /// The entry record of `o` to write under a new name: an entry holding the
 /// record itself gets a new change time (a stub's shared record changes in
 /// [`Dfs::touch_moved`]).
@@ -311,6 +320,13 @@ fn changed_record(o: &Obj, now: i64) -> Inode {
 
 fn time_iod(akey: &[u8], t: i64) -> Iod {
     single(akey, t.to_le_bytes().to_vec())
+}
+
+/// The write of an mtime set at `at` (see [`MTIME_AKEY`]).
+fn mtime_iod(t: i64, at: i64) -> Iod {
+    let mut v = t.to_le_bytes().to_vec();
+    v.extend_from_slice(&at.to_le_bytes());
+    single(MTIME_AKEY, v)
 }
 
 fn u32_iod(akey: &[u8], v: u32) -> Iod {
@@ -332,7 +348,10 @@ fn u32_at(b: &[u8]) -> Option<u32> {
 fn with_beside(mut r: Inode, side: [&[u8]; 6]) -> Inode {
     let [a, m, c, perm, uid, gid] = side;
     r.atime = i64_at(a, 0).unwrap_or(r.atime);
-    r.mtime = i64_at(m, 0).unwrap_or(r.mtime);
+    if let Some(t) = i64_at(m, 0) {
+        r.mtime = t;
+        r.mtime_at = i64_at(m, 8).unwrap_or(t);
+    }
     r.ctime = i64_at(c, 0).unwrap_or(r.ctime);
     if let Some(p) = u32_at(perm) {
         r.mode = (r.mode & libc::S_IFMT) | (p & !libc::S_IFMT);
@@ -348,7 +367,7 @@ fn record_iods(r: &Inode) -> Vec<Iod> {
     vec![
         single(INODE_AKEY, r.encode()),
         time_iod(ATIME_AKEY, r.atime),
-        time_iod(MTIME_AKEY, r.mtime),
+        mtime_iod(r.mtime, r.mtime_at),
         time_iod(CTIME_AKEY, r.ctime),
         u32_iod(PERM_AKEY, r.mode & !libc::S_IFMT),
         u32_iod(UID_AKEY, r.uid),
@@ -521,6 +540,7 @@ impl Dfs {
             oid_lo: self.root_oid.lo,
             atime: now,
             mtime: now,
+            mtime_at: now,
             ctime: now,
             nlink: 2,
             ..Inode::default()
@@ -689,7 +709,7 @@ impl Dfs {
     /// directory's own times and link count.
     async fn outside(&self, oid: ObjectId, kind: Kind, chunk_size: u64) -> Result<Outside> {
         Ok(match kind {
-            Kind::File => Outside::Size(self.array_of(oid, chunk_size)?.size().await?),
+            Kind::File => Outside::File(self.array_of(oid, chunk_size)?.stat().await?),
             Kind::Dir => {
                 let (m, c, subdirs) = self.dir_state(oid).await?;
                 Outside::Dir {
@@ -706,7 +726,16 @@ impl Dfs {
         let kind = Kind::of_mode(r.mode).ok_or(Errno(libc::EIO))?;
         let (mut mtime, mut ctime, mut nlink) = (r.mtime, r.ctime, r.nlink.max(1));
         let size = match (kind, x) {
-            (Kind::File, Outside::Size(s)) => s,
+            (Kind::File, Outside::File(st)) => {
+                // Epochs are ns of the engines' clocks: a write after the
+                // mtime was set is the newer modification.
+                let written = i64::try_from(st.max_epoch).unwrap_or(i64::MAX);
+                if written > r.mtime_at {
+                    mtime = written;
+                }
+                ctime = ctime.max(written);
+                st.size
+            }
             (
                 Kind::Dir,
                 Outside::Dir {
@@ -771,16 +800,17 @@ impl Dfs {
     }
 
     /// [`Dfs::entry_attr`] of several entries (a directory page), in order:
-    /// the sizes of their files asked all at once, one message per engine.
+    /// the sizes and newest writes of their files asked all at once, one
+    /// message per engine.
     pub async fn entry_attrs(&self, objs: &[&Obj]) -> Vec<Result<Attr>> {
         let plain_file = |o: &Obj| !o.inode.shared && o.kind() == Kind::File;
-        let sizes = async {
+        let stats = async {
             let arrays = objs
                 .iter()
                 .filter(|o| plain_file(o))
                 .map(|o| self.array(o))
                 .collect::<Result<Vec<Array>>>()?;
-            Ok::<_, Errno>(Array::sizes(&arrays).await?)
+            Ok::<_, Errno>(Array::stats(&arrays).await?)
         };
         // Directories, links and shared records, each its own read, at once.
         let others = futures::future::join_all(
@@ -788,15 +818,15 @@ impl Dfs {
                 .filter(|o| !plain_file(o))
                 .map(|o| self.entry_attr(o)),
         );
-        let (sizes, others) = futures::join!(sizes, others);
-        let mut sizes = sizes.map(Vec::into_iter);
+        let (stats, others) = futures::join!(stats, others);
+        let mut stats = stats.map(Vec::into_iter);
         let mut others = others.into_iter();
         objs.iter()
             .map(|o| {
                 if plain_file(o) {
-                    match &mut sizes {
+                    match &mut stats {
                         Ok(s) => match s.next() {
-                            Some(size) => self.attr_from(o.oid, &o.inode, Outside::Size(size)),
+                            Some(st) => self.attr_from(o.oid, &o.inode, Outside::File(st)),
                             None => Err(Errno(libc::EIO)),
                         },
                         Err(e) => Err(*e),
@@ -832,7 +862,8 @@ impl Dfs {
 
     /// Sets the permission bits, owner, group or times of a non-directory
     /// without reading its record: one blind write beside it (see the module
-    /// docs). The change time is `s.ctime`, else now; it is returned. EISDIR
+    /// docs). The change time is `s.ctime`, else now; it is returned, and an
+    /// mtime in `s` counts as set then ([`Inode::mtime_at`]). EISDIR
     /// for a directory, EINVAL for a size change (which needs the object),
     /// ENOENT if the entry is gone.
     pub async fn set_fields(&self, o: &Obj, s: &SetAttr) -> Result<i64> {
@@ -851,7 +882,8 @@ impl Dfs {
         };
         let mut iods = vec![time_iod(CTIME_AKEY, ctime)];
         iods.extend(s.atime.map(|t| time_iod(ATIME_AKEY, t)));
-        iods.extend(s.mtime.map(|t| time_iod(MTIME_AKEY, t)));
+        // The mtime was set when the change happened: its ctime.
+        iods.extend(s.mtime.map(|t| mtime_iod(t, ctime)));
         iods.extend(s.mode.map(|m| u32_iod(PERM_AKEY, m & !libc::S_IFMT)));
         iods.extend(s.uid.map(|u| u32_iod(UID_AKEY, u)));
         iods.extend(s.gid.map(|g| u32_iod(GID_AKEY, g)));
@@ -880,11 +912,11 @@ impl Dfs {
                     Kind::Dir => return Err(Errno(libc::EISDIR)),
                     _ => return Err(Errno(libc::EINVAL)),
                 }
-                (self.record(o).await, Ok(Outside::Size(size)))
+                (self.record(o).await, Ok(Outside::File(unwritten(size))))
             }
             // A file's size costs a message per target: the caller's will do.
             (None, Some(size)) if kind == Kind::File => {
-                (self.record(o).await, Ok(Outside::Size(size)))
+                (self.record(o).await, Ok(Outside::File(unwritten(size))))
             }
             (None, _) => {
                 futures::future::join(
@@ -898,6 +930,7 @@ impl Dfs {
         let now = now_ns();
         if s.size.is_some() {
             r.mtime = now;
+            r.mtime_at = now;
             r.ctime = now;
         }
         if let Some(m) = s.mode {
@@ -918,6 +951,7 @@ impl Dfs {
         }
         if let Some(t) = s.mtime {
             r.mtime = t;
+            r.mtime_at = now;
             r.ctime = now;
         }
         if let Some(t) = s.ctime {
@@ -996,6 +1030,7 @@ impl Dfs {
             oid_lo: oid.lo,
             atime: now,
             mtime: now,
+            mtime_at: now,
             ctime: now,
             chunk_size: if kind == Kind::File {
                 self.chunk_size

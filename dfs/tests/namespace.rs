@@ -785,3 +785,74 @@ async fn fields_written_beside_the_record() {
     fs.unlink(&root, b"gone", None).await.unwrap();
     assert_eq!(fs.set_fields(&g, &s).await.unwrap_err(), e(libc::ENOENT));
 }
+
+/// A file's mtime and ctime are its newest write's epoch where that write
+/// came after the mtime was last set (what lets dfuse leave the kernel's
+/// write-back of the times to the engines); an mtime set after the write,
+/// even to the past, stands, through renames, whole-record changes and
+/// links.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtime_is_the_newest_write_unless_set_since() {
+    let (_sys, fs) = setup().await;
+    let root = fs.root().await.unwrap();
+    let f = fs
+        .create(&root, b"f", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    let made = fs.getattr(&f).await.unwrap();
+    let before = dfs::now_ns();
+    fs.write(&f, 0, Bytes::from_static(b"data")).await.unwrap();
+    let after = dfs::now_ns();
+    let a = fs.getattr(&f).await.unwrap();
+    assert!(a.mtime > made.mtime, "{a:?} {made:?}");
+    assert!(
+        a.mtime >= before && a.mtime < after + 1_000_000_000,
+        "{a:?}"
+    );
+    assert_eq!(a.ctime, a.mtime);
+    let l = fs.lookup(&root, b"f").await.unwrap();
+    assert_eq!(fs.entry_attrs(&[&l]).await[0].as_ref().unwrap(), &a);
+
+    // Set to the past after the write: it stands, for every reader.
+    let past = 1_000_000_000;
+    let s = fields(None, Some(past), dfs::now_ns(), None, None);
+    fs.set_fields(&f, &s).await.unwrap();
+    assert_eq!(fs.getattr(&f).await.unwrap().mtime, past);
+    let l = fs.lookup(&root, b"f").await.unwrap();
+    assert_eq!(fs.entry_attrs(&[&l]).await[0].as_ref().unwrap().mtime, past);
+    // ...through a rename and a whole-record change.
+    fs.rename(&root, b"f", &root, b"g", 0).await.unwrap();
+    let g = fs.lookup(&root, b"g").await.unwrap();
+    let chmod = SetAttr {
+        mode: Some(0o600),
+        ..SetAttr::default()
+    };
+    assert_eq!(fs.setattr(&g, &chmod, None).await.unwrap().mtime, past);
+    assert_eq!(fs.getattr(&g).await.unwrap().mtime, past);
+    // A write after it is newer; so is a punch of the bytes.
+    fs.write(&g, 4, Bytes::from_static(b"more")).await.unwrap();
+    let w = fs.getattr(&g).await.unwrap();
+    assert!(w.mtime > after, "{w:?}");
+    let chmod = SetAttr {
+        mode: Some(0o644),
+        ..SetAttr::default()
+    };
+    assert_eq!(fs.setattr(&g, &chmod, None).await.unwrap().mtime, w.mtime);
+    fs.fallocate(&g, dfs::falloc::PUNCH_HOLE | dfs::falloc::KEEP_SIZE, 0, 2)
+        .await
+        .unwrap();
+    let p = fs.getattr(&g).await.unwrap();
+    assert!(p.mtime > w.mtime && p.size == 8, "{p:?}");
+
+    // A hard-linked file: set through one name, written through the other.
+    let h = fs.link(&g, &root, b"h").await.unwrap();
+    let g = fs.lookup(&root, b"g").await.unwrap();
+    // (An mtime counts as set at the change's time, which `s` gave.)
+    fs.set_fields(&h, &s).await.unwrap();
+    assert!(fs.getattr(&g).await.unwrap().mtime > past);
+    let s = fields(None, Some(past), dfs::now_ns(), None, None);
+    fs.set_fields(&h, &s).await.unwrap();
+    assert_eq!(fs.getattr(&g).await.unwrap().mtime, past);
+    fs.write(&h, 0, Bytes::from_static(b"x")).await.unwrap();
+    assert!(fs.getattr(&g).await.unwrap().mtime > p.mtime);
+}

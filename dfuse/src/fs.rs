@@ -105,6 +105,12 @@ pub struct Core {
     frees: Arc<tokio::sync::Semaphore>,
     /// Directory entries fetched ahead of the kernel's lookups.
     ahead: Ahead,
+    /// Field changes (times, permissions, owner) of open files not stored
+    /// yet, merged per inode (see [`Core::defer_fields`]).
+    deferred: Mutex<HashMap<u64, (Obj, SetAttr)>>,
+    /// Held while deferred changes are stored: whoever stores them next
+    /// waits for those in flight.
+    storing: tokio::sync::Mutex<()>,
 }
 
 /// Background frees at once; more unlinks wait for one to finish.
@@ -156,6 +162,34 @@ fn attr_of_new(o: &Obj, blksize: u32) -> Attr {
         ctime: o.inode.ctime,
         blksize,
     }
+}
+
+/// A SETATTR of a file's mtime and ctime and nothing else, naming an open
+/// file: the kernel's write-back cache sending the times it gave cached
+/// writes, as it writes them back or at close. `utimensat` on such a mount
+/// sends mtime and ctime too but never names a file; `ftruncate` names one
+/// with a size.
+fn is_times_write_back(s: &SetAttr, fh: Option<u64>) -> bool {
+    fh.is_some()
+        && s.mtime.is_some()
+        && s.ctime.is_some()
+        && s.size.is_none()
+        && s.atime.is_none()
+        && s.mode.is_none()
+        && s.uid.is_none()
+        && s.gid.is_none()
+}
+
+/// Held attributes `a` after [`Dfs::set_fields`] of `s` at `ctime`.
+fn held_fields(a: &mut Attr, s: &SetAttr, ctime: i64) {
+    if let Some(m) = s.mode {
+        a.mode = (a.mode & libc::S_IFMT) | (m & !libc::S_IFMT);
+    }
+    a.uid = s.uid.unwrap_or(a.uid);
+    a.gid = s.gid.unwrap_or(a.gid);
+    a.atime = s.atime.unwrap_or(a.atime);
+    a.mtime = s.mtime.unwrap_or(a.mtime);
+    a.ctime = ctime;
 }
 
 fn ns_of(t: SystemTime) -> i64 {
@@ -234,6 +268,8 @@ impl Core {
             append_lock: tokio::sync::Mutex::new(()),
             frees: Arc::new(tokio::sync::Semaphore::new(FREES_IN_FLIGHT)),
             ahead,
+            deferred: Mutex::new(HashMap::new()),
+            storing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -290,8 +326,10 @@ impl Core {
         });
     }
 
-    /// Waits for the background frees (before the daemon exits).
+    /// Stores the deferred field changes and waits for the background
+    /// frees (before the daemon exits).
     pub async fn settle(&self) {
+        self.store_deferred().await;
         let _all = self.frees.acquire_many(FREES_IN_FLIGHT as u32).await;
     }
 
@@ -340,13 +378,20 @@ impl Core {
         });
     }
 
-    /// A write through this mount ended at `end`: the cached size follows
-    /// (the kernel's stat and the time write-back at close need no engine).
+    /// A write through this mount ended at `end`: the cached size and times
+    /// follow (the kernel's stat and the time write-back at close need no
+    /// engine; the write's epoch is the time the engines show).
     fn grown(&self, ino: u64, end: u64) {
+        if let Some(e) = lock(&self.inodes).get_mut(ino) {
+            e.written = true;
+        }
+        let now = dfs::now_ns();
         self.attrs.entry(ino).and_compute_with(|e| match e {
             Some(e) => {
                 let mut a = e.into_value();
                 a.size = a.size.max(end);
+                a.mtime = a.mtime.max(now);
+                a.ctime = a.ctime.max(now);
                 moka::ops::compute::Op::Put(a)
             }
             None => moka::ops::compute::Op::Nop,
@@ -406,6 +451,7 @@ impl Core {
 
     pub async fn lookup(self: &Arc<Self>, parent: u64, name: &[u8]) -> Result<Attr, Errno> {
         let dir = self.dir(parent)?;
+        self.store_deferred().await;
         let o = match self.ahead.get(parent, name) {
             Some(o) => o,
             None => {
@@ -428,6 +474,7 @@ impl Core {
     async fn fetch_ahead(self: Arc<Self>, ino: u64, dir: Obj, wake: Arc<tokio::sync::Notify>) {
         let mut anchor = None;
         while self.ahead.pace(ino, &wake).await {
+            self.store_deferred().await;
             self.ahead.listing(ino);
             let (page, next) = match self.dfs.readdir(&dir, anchor.take(), DIR_PAGE).await {
                 Ok(p) => p,
@@ -513,6 +560,7 @@ impl Core {
         if let Some(a) = self.attrs.get(&ino) {
             return Ok(a);
         }
+        self.store_deferred().await;
         if orphan {
             let a = self.unlinked_attr(o).await?;
             self.cached(&a);
@@ -532,7 +580,20 @@ impl Core {
         }
     }
 
-    pub async fn setattr(&self, ino: u64, s: &SetAttr) -> Result<Attr, Errno> {
+    /// Changes what `s` names. `fh` is the open file the kernel names, which
+    /// it does only for a truncate and for the write-back of the times its
+    /// cache gave a file's writes ([`is_times_write_back`]).
+    pub async fn setattr(
+        self: &Arc<Self>,
+        ino: u64,
+        s: &SetAttr,
+        fh: Option<u64>,
+    ) -> Result<Attr, Errno> {
+        if is_times_write_back(s, fh) {
+            if let Some(a) = self.written_times(ino, s) {
+                return Ok(a);
+            }
+        }
         let (o, orphan) = {
             let t = lock(&self.inodes);
             let e = t.get(ino).ok_or(Errno(libc::ESTALE))?;
@@ -543,8 +604,20 @@ impl Core {
             self.ahead.forget(ino_of(o.parent), &o.name);
         }
         if !orphan && s.size.is_none() && o.kind() != Kind::Dir {
+            // The change happens now by this clock, not the kernel's coarser
+            // one: dfs takes the change time as when an mtime was set, to
+            // order it against the epochs of writes.
+            let s = &SetAttr {
+                ctime: Some(dfs::now_ns()),
+                ..s.clone()
+            };
+            if let Some(a) = self.defer_fields(ino, &o, s) {
+                return Ok(a);
+            }
+            self.store_deferred().await;
             return self.set_fields(ino, &o, s).await;
         }
+        self.store_deferred().await;
         if !orphan {
             let known_size = self.attrs.get(&ino).map(|a| a.size);
             self.changed(ino);
@@ -581,6 +654,7 @@ impl Core {
             }
             if let Some(m) = s.mtime {
                 r.mtime = m;
+                r.mtime_at = now;
             }
             r.ctime = s.ctime.unwrap_or(now);
             e.obj.clone()
@@ -600,24 +674,99 @@ impl Core {
         Ok(a)
     }
 
+    /// The kernel's write-back of the times of writes it cached, answered
+    /// without the engines, as long as the file was written through this
+    /// mount: each write's epoch already is its modification time (dfs shows
+    /// a file's mtime as its newest write's epoch where that is later than
+    /// the mtime last set). `None` where the attributes are not held.
+    fn written_times(&self, ino: u64, s: &SetAttr) -> Option<Attr> {
+        let written = lock(&self.inodes).get(ino).is_some_and(|e| e.written);
+        if !written {
+            return None;
+        }
+        let mut a = self.attrs.get(&ino)?;
+        a.mtime = s.mtime.unwrap_or(a.mtime);
+        a.ctime = s.ctime.unwrap_or(a.ctime);
+        self.cached(&a);
+        Some(a)
+    }
+
+    /// A change of the fields [`Core::set_fields`] writes, to a file open
+    /// through this mount whose attributes are held, kept here instead of
+    /// stored: `tar`, `cp -p` and `rsync` set times, owner and mode one call
+    /// at a time between writing a file and closing it, and all of them go
+    /// in one write. They are stored ([`Core::store_deferred`]) when any
+    /// file is flushed (closed) or synced, before anything here reads or
+    /// changes a name or record from the engines, and at the latest after
+    /// the attribute timeout, which is how long other mounts may show
+    /// attributes they hold anyway. `None`: not deferred.
+    fn defer_fields(self: &Arc<Self>, ino: u64, o: &Obj, s: &SetAttr) -> Option<Attr> {
+        if lock(&self.inodes).get(ino).is_none_or(|e| e.open == 0) {
+            return None;
+        }
+        let mut a = self.attrs.get(&ino)?;
+        let ctime = s.ctime.unwrap_or_else(dfs::now_ns);
+        let first = {
+            let mut d = lock(&self.deferred);
+            let first = d.is_empty();
+            let (_, set) = d
+                .entry(ino)
+                .or_insert_with(|| (o.clone(), SetAttr::default()));
+            set.mode = s.mode.or(set.mode);
+            set.uid = s.uid.or(set.uid);
+            set.gid = s.gid.or(set.gid);
+            set.atime = s.atime.or(set.atime);
+            set.mtime = s.mtime.or(set.mtime);
+            set.ctime = Some(ctime);
+            first
+        };
+        if first {
+            let core = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(core.caching.attr).await;
+                core.store_deferred().await;
+            });
+        }
+        held_fields(&mut a, s, ctime);
+        self.cached(&a);
+        Some(a)
+    }
+
+    /// Stores every deferred field change ([`Core::defer_fields`]): when it
+    /// returns, all deferred before the call are stored or failed. A failure
+    /// (another client removed the file) is logged, the file's attributes
+    /// are read again, and it is returned with the inode, for its close or
+    /// fsync to report.
+    pub async fn store_deferred(&self) -> Vec<(u64, Errno)> {
+        let _one = self.storing.lock().await;
+        let all: Vec<(u64, (Obj, SetAttr))> = lock(&self.deferred).drain().collect();
+        if all.is_empty() {
+            return Vec::new();
+        }
+        let stored = futures::future::join_all(all.iter().map(|(ino, (o, s))| async move {
+            let r = self.dfs.set_fields(o, s).await;
+            // Whatever a listing fetched ahead meanwhile is stale.
+            self.ahead.forget(ino_of(o.parent), &o.name);
+            r.err().map(|e| {
+                tracing::warn!(ino, "storing deferred attribute changes: {e}");
+                self.changed(*ino);
+                (*ino, e)
+            })
+        }))
+        .await;
+        stored.into_iter().flatten().collect()
+    }
+
     /// A change of a file's permissions, owner or times but not its size
-    /// (the write-back cache's mtime at close, `utimensat`, `chmod`,
-    /// `chown`): one blind write, and the attributes this mount holds follow
-    /// it without asking the engines again.
+    /// (`utimensat`, `chmod`, `chown`): one blind write, and the attributes
+    /// this mount holds follow it without asking the engines again.
     async fn set_fields(&self, ino: u64, o: &Obj, s: &SetAttr) -> Result<Attr, Errno> {
         let held = self.attrs.get(&ino);
         self.changed(ino);
         let ctime = self.dfs.set_fields(o, s).await?;
         let a = match held {
             Some(mut a) => {
-                if let Some(m) = s.mode {
-                    a.mode = (a.mode & libc::S_IFMT) | (m & !libc::S_IFMT);
-                }
-                a.uid = s.uid.unwrap_or(a.uid);
-                a.gid = s.gid.unwrap_or(a.gid);
-                a.atime = s.atime.unwrap_or(a.atime);
-                a.mtime = s.mtime.unwrap_or(a.mtime);
-                a.ctime = ctime;
+                held_fields(&mut a, s, ctime);
                 a
             }
             None => self.dfs.getattr(o).await?,
@@ -660,6 +809,7 @@ impl Core {
 
     pub async fn unlink(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
+        self.store_deferred().await;
         // The kernel looked the name up before (or listed it): the engine
         // checks that it still holds that file and removes it in one go.
         let guess = lock(&self.inodes).named(parent, name);
@@ -678,6 +828,7 @@ impl Core {
 
     pub async fn rmdir(&self, parent: u64, name: &[u8]) -> Result<(), Errno> {
         let dir = self.dir(parent)?;
+        self.store_deferred().await;
         let guess = lock(&self.inodes).named(parent, name);
         let gone = self.dfs.rmdir(&dir, name, guess.as_ref()).await?;
         self.ahead.forget(parent, name);
@@ -700,6 +851,7 @@ impl Core {
     ) -> Result<(), Errno> {
         let sdir = self.dir(parent)?;
         let ddir = self.dir(newparent)?;
+        self.store_deferred().await;
         self.ahead.naming(newparent, newname);
         if flags & dfs::rename_flags::EXCHANGE != 0 {
             self.ahead.naming(parent, name);
@@ -733,6 +885,7 @@ impl Core {
     pub async fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> Result<Attr, Errno> {
         let o = self.obj(ino)?;
         let dir = self.dir(newparent)?;
+        self.store_deferred().await;
         self.ahead.naming(newparent, newname);
         let n = self.dfs.link(&o, &dir, newname).await?;
         // The first name's record became a stub for the shared one.
@@ -746,7 +899,7 @@ impl Core {
     }
 
     /// Opens `ino`; returns the handle and whether the page cache may be kept.
-    pub async fn open(&self, ino: u64, flags: i32) -> Result<(u64, bool), Errno> {
+    pub async fn open(self: &Arc<Self>, ino: u64, flags: i32) -> Result<(u64, bool), Errno> {
         let o = self.obj(ino)?;
         match o.kind() {
             Kind::Dir => return Err(Errno(libc::EISDIR)),
@@ -762,6 +915,7 @@ impl Core {
                     size: Some(0),
                     ..SetAttr::default()
                 },
+                None,
             )
             .await?;
         } else if self.caching.data {
@@ -860,20 +1014,6 @@ impl Core {
                 return Err(e);
             }
         }
-        if !self.caching.wb {
-            // With the write-back cache the kernel keeps the times and sends
-            // them; without it a write's new mtime and ctime are ours to store.
-            let now = dfs::now_ns();
-            self.setattr(
-                ino,
-                &SetAttr {
-                    mtime: Some(now),
-                    ctime: Some(now),
-                    ..SetAttr::default()
-                },
-            )
-            .await?;
-        }
         Ok(n)
     }
 
@@ -911,6 +1051,7 @@ impl Core {
             _ => return Err(Errno(libc::EBADF)),
         };
         let dir = self.dir(ino)?;
+        self.store_deferred().await;
         let mut s = stream.lock().await;
         if offset == 0 {
             // rewinddir: see the directory as it is now.
@@ -1124,6 +1265,18 @@ impl DfuseFs {
         self.rt.spawn(f(self.core.clone()));
     }
 
+    /// Replies to a flush or fsync of `ino` once the deferred field changes
+    /// are stored: in place when there are none.
+    fn store_then(&self, ino: u64, reply: ReplyEmpty) {
+        self.spawn(move |c| async move {
+            let failed = c.store_deferred().await;
+            match failed.into_iter().find(|(i, _)| *i == ino) {
+                Some((_, e)) => reply.error(err(e)),
+                None => reply.ok(),
+            }
+        });
+    }
+
     /// Drops a file or directory handle in place; an object it was the last
     /// hold on is freed in the background.
     fn release_handle(&self, fh: u64, reply: ReplyEmpty) {
@@ -1275,7 +1428,7 @@ impl Filesystem for DfuseFs {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
@@ -1293,7 +1446,7 @@ impl Filesystem for DfuseFs {
         };
         let ttl = self.core.caching.attr;
         self.spawn(move |c| async move {
-            match c.setattr(ino.0, &s).await {
+            match c.setattr(ino.0, &s, fh.map(|f| f.0)).await {
                 Ok(a) => reply.attr(&ttl, &fuse_attr(&a)),
                 Err(e) => reply.error(err(e)),
             }
@@ -1486,13 +1639,13 @@ impl Filesystem for DfuseFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        // Writes are stored when they return.
-        reply.ok();
+        // Writes are stored when they return; deferred field changes now.
+        self.store_then(ino.0, reply);
     }
 
     fn release(
@@ -1511,14 +1664,15 @@ impl Filesystem for DfuseFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Every write and metadata change is durable in the engines when it
-        // returns; the kernel flushes its dirty pages before calling this.
-        reply.ok();
+        // Every write is durable in the engines when it returns (the kernel
+        // flushes its dirty pages before calling this); deferred field
+        // changes are stored now.
+        self.store_then(ino.0, reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -31,6 +31,8 @@ pub struct Entry {
     pub free_on_close: bool,
     /// (mtime, size) when last opened, to keep the page cache if unchanged.
     pub cache_stamp: Option<(i64, u64)>,
+    /// Bytes were written through this mount since the entry was made.
+    pub written: bool,
 }
 
 /// What a forget did: whether the entry went, and an object to free (the
@@ -66,6 +68,7 @@ impl InodeTable {
                 orphan: false,
                 free_on_close: false,
                 cache_stamp: None,
+                written: false,
             },
         );
         InodeTable {
@@ -133,6 +136,7 @@ impl InodeTable {
                         orphan: false,
                         free_on_close: false,
                         cache_stamp: None,
+                        written: false,
                     },
                 );
             }

@@ -747,6 +747,81 @@ fn dfuse_mounts() {
             && (after.ctime(), after.ctime_nsec()) > (before.ctime(), before.ctime_nsec()),
         "{before:?} {after:?}"
     );
+    // With it, dfuse leaves the kernel's write-back of the times to the
+    // write's epoch: the mount that asks the engines every time sees the
+    // write's time; a time set later, even in the past, stands, until the
+    // next write.
+    let wb = mnt.join("wb-times");
+    let start = std::time::SystemTime::now();
+    fs::write(&wb, b"cached").unwrap();
+    let seen = fs::metadata(nc.join("wb-times"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(
+        seen >= start && seen <= std::time::SystemTime::now(),
+        "{seen:?} vs {start:?}"
+    );
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&wb)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(
+        fs::metadata(nc.join("wb-times"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        old
+    );
+    OpenOptions::new()
+        .append(true)
+        .open(&wb)
+        .unwrap()
+        .write_all(b"!")
+        .unwrap();
+    let seen = fs::metadata(nc.join("wb-times"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert!(seen >= start, "{seen:?} vs {start:?}");
+    // Times, mode and owner set on a file open through the mount are stored
+    // together: at the latest when it is closed, before this mount reads or
+    // changes names, or after the attribute timeout.
+    let kept = mnt.join("kept-open");
+    let mut f = fs::File::create(&kept).unwrap();
+    f.write_all(b"data").unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o600))
+        .unwrap();
+    f.set_modified(old).unwrap();
+    std::os::unix::fs::fchown(&f, Some(7), Some(8)).unwrap();
+    let m = fs::metadata(&kept).unwrap();
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid(), m.gid(), m.modified().unwrap()),
+        (0o600, 7, 8, old),
+        "the mount shows them at once"
+    );
+    drop(f);
+    let m = fs::metadata(nc.join("kept-open")).unwrap();
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid(), m.gid(), m.modified().unwrap()),
+        (0o600, 7, 8, old),
+        "stored at close"
+    );
+    let f = OpenOptions::new().write(true).open(&kept).unwrap();
+    f.set_permissions(fs::Permissions::from_mode(0o640))
+        .unwrap();
+    fs::rename(&kept, mnt.join("kept-renamed")).unwrap();
+    let m = fs::metadata(nc.join("kept-renamed")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o640, "stored before the rename");
+    f.set_permissions(fs::Permissions::from_mode(0o604))
+        .unwrap();
+    wait_for("the attribute timeout", Duration::from_secs(10), || {
+        fs::metadata(nc.join("kept-renamed")).unwrap().mode() & 0o7777 == 0o604
+    });
+    drop(f);
     // --multi-user: another user creates files as itself; mode bits hold.
     fs::set_permissions(env.sys.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::create_dir(nc.join("pub")).unwrap();
@@ -952,10 +1027,17 @@ fn fsynced_data_survives_kill9_of_everything() {
     let o = env.dfuse_out(&[m.to_str().unwrap(), "tank", "fs"]);
     assert!(o.status.success(), "{o:?}");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
     {
         let mut f = fs::File::create(m.join("precious")).unwrap();
         f.write_all(&data).unwrap();
+        // Field changes to an open file wait for its close or fsync (see
+        // dfuse.md): the fsync stores them.
+        f.set_permissions(fs::Permissions::from_mode(0o640))
+            .unwrap();
+        f.set_modified(old).unwrap();
         f.sync_all().unwrap();
+        std::mem::forget(f);
     }
     fs::create_dir(m.join("dir")).unwrap();
     fs::File::open(&m).unwrap().sync_all().unwrap();
@@ -992,6 +1074,9 @@ fn fsynced_data_survives_kill9_of_everything() {
         child: None,
     };
     assert_eq!(fs::read(m.join("precious")).unwrap(), data);
+    let meta = fs::metadata(m.join("precious")).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(meta.modified().unwrap(), old);
     assert!(m.join("dir").is_dir());
 
     // An engine restarting under a live mount: operations wait for it and
