@@ -32,12 +32,17 @@
 //! fields kept beside the record (below), by whole record for the rest.
 //!
 //! A change of a non-directory's permissions, owner or times, and nothing
-//! else ([`Dfs::set_fields`]: the kernel's write-back of mtime at close,
-//! `utimensat`, `chmod`, `chown`) is one blind write of akeys beside the
-//! record (all of [`RECORD_AKEYS`] but the first), no read. Every reader of
-//! a record takes those fields from them where present ([`with_beside`]),
-//! and every write of a whole authoritative record writes them too
-//! ([`record_iods`]): each field is always the last written.
+//! else ([`Dfs::set_fields`]: `utimensat`, `chmod`, `chown`) is one blind
+//! write of akeys beside the record (all of [`RECORD_AKEYS`] but the
+//! first), no read. Every reader of a record takes those fields from them
+//! where present ([`with_beside`]), and every write of a whole
+//! authoritative record writes them too ([`record_iods`]): each field is
+//! always the last written.
+//!
+//! A file's mtime and ctime are the epoch of the newest write or punch of
+//! its bytes ([`libdaos::ArrayStat`]) where that is later than when its
+//! mtime was last set ([`Inode::mtime_at`], DAOS's `obj_hlc`): no write
+//! stores a time.
 //!
 //! Dependency rule: depends on `libdaos` (and through it `proto`, `placement`).
 

@@ -10,9 +10,12 @@
 //! Invariants: the inode table and handle maps are behind `std` mutexes held
 //! only between awaits; the daemon's attribute cache (moka, for the
 //! attribute timeout) never outlives a change made through this mount: every
-//! operation that changes an inode drops or replaces its entry; data is durable in the engines when a write returns
-//! (so `fsync` and `flush` have nothing left to do); an object unlinked while
-//! open is freed at its last release (see [`crate::inode`]).
+//! operation that changes an inode drops or replaces its entry; data is
+//! durable in the engines when a write returns; field changes deferred on an
+//! open file ([`Core::defer_fields`]) are stored before any close or fsync
+//! through the mount returns and before any lookup, listing or name change
+//! reads the engines; an object unlinked while open is freed at its last
+//! release (see [`crate::inode`]).
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -1893,6 +1896,42 @@ mod tests {
     fn times_round_trip() {
         for ns in [0i64, 1, 1_700_000_000_123_456_789, -5_000_000_001] {
             assert_eq!(ns_of(time_of(ns)), ns);
+        }
+    }
+
+    #[test]
+    fn only_the_kernels_times_write_back_is_recognised() {
+        let times = SetAttr {
+            mtime: Some(5),
+            ctime: Some(6),
+            ..SetAttr::default()
+        };
+        assert!(is_times_write_back(&times, Some(1)));
+        // utimensat names no file; a truncate or any other field is a change.
+        assert!(!is_times_write_back(&times, None));
+        for other in [
+            SetAttr {
+                size: Some(0),
+                ..times.clone()
+            },
+            SetAttr {
+                atime: Some(1),
+                ..times.clone()
+            },
+            SetAttr {
+                mode: Some(0o600),
+                ..times.clone()
+            },
+            SetAttr {
+                uid: Some(1),
+                ..times.clone()
+            },
+            SetAttr {
+                ctime: None,
+                ..times.clone()
+            },
+        ] {
+            assert!(!is_times_write_back(&other, Some(1)), "{other:?}");
         }
     }
 }
