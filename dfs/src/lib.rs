@@ -538,7 +538,7 @@ impl Dfs {
     /// Writes the superblock and the root directory, once: a second mount
     /// racing this one finds them (`DKEY_INSERT` lets only one win).
     async fn format(&self) -> Result<()> {
-        let now = now_ns();
+        let now = self.now();
         let root = Inode {
             mode: libc::S_IFDIR | 0o755,
             oid_hi: self.root_oid.hi,
@@ -575,6 +575,13 @@ impl Dfs {
 
     pub fn container(&self) -> &Container {
         &self.cont
+    }
+
+    /// Now, in ns since the epoch, by the container's hybrid clock
+    /// ([`Container::now`]): later than the epoch of every write this
+    /// mount has made, which is what the times it sets are compared with.
+    pub fn now(&self) -> i64 {
+        i64::try_from(self.cont.now()).unwrap_or(i64::MAX)
     }
 
     pub fn chunk_size(&self) -> u64 {
@@ -878,7 +885,7 @@ impl Dfs {
         if s.size.is_some() {
             return Err(Errno(libc::EINVAL));
         }
-        let ctime = s.ctime.unwrap_or_else(now_ns);
+        let ctime = s.ctime.unwrap_or_else(|| self.now());
         let _held = self.lock_records(&[o.oid]).await;
         let (obj, dkey) = if o.inode.shared {
             (self.object(o.oid)?, INODE_DKEY.to_vec())
@@ -932,7 +939,7 @@ impl Dfs {
             }
         };
         let (mut r, mut x) = (r?, x?);
-        let now = now_ns();
+        let now = self.now();
         if s.size.is_some() {
             r.mtime = now;
             r.mtime_at = now;
@@ -1025,7 +1032,7 @@ impl Dfs {
             _ => ObjectType::MultiHashed,
         };
         let oid = self.cont.alloc_oid(otype, class).await?;
-        let now = now_ns();
+        let now = self.now();
         let inode = Inode {
             shared: false,
             mode,
@@ -1216,7 +1223,7 @@ impl Dfs {
         }
         let _held = self.lock_records(&[o.oid]).await;
         let d = self.object(dir.oid)?;
-        let now = now_ns();
+        let now = self.now();
         let mut tx = self.cont.tx();
         tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
         touch_dir(&mut tx, &d, now);
@@ -1252,7 +1259,7 @@ impl Dfs {
             return Err(Errno(libc::ENOTEMPTY));
         }
         let d = self.object(dir.oid)?;
-        let now = now_ns();
+        let now = self.now();
         let mut tx = self.cont.tx();
         tx.punch_dkey(&d, name, cond::DKEY_PUNCH);
         touch_dir(&mut tx, &d, now);
@@ -1270,7 +1277,7 @@ impl Dfs {
     /// `o`; `None` if it holds something else now (the caller reads it).
     async fn remove_entry(&self, dir: &Obj, o: &Obj) -> Result<Option<Removed>> {
         let d = self.object(dir.oid)?;
-        let now = now_ns();
+        let now = self.now();
         let mut tx = self.cont.tx();
         tx.punch_dkey(&d, &o.name, cond::DKEY_PUNCH);
         for (at, bytes) in Inode::identity(o.oid.hi, o.oid.lo, false) {
@@ -1330,7 +1337,7 @@ impl Dfs {
         if sdir.oid == ddir.oid && sname == dname {
             return Ok(None);
         }
-        let now = now_ns();
+        let now = self.now();
         let exchange = flags & rename_flags::EXCHANGE != 0;
         let mut tx = self.cont.tx();
         let mut victim = None;
@@ -1482,7 +1489,7 @@ impl Dfs {
         let dd = self.object(dir.oid)?;
         let mut r = self.record(o).await?;
         r.nlink += 1;
-        let now = now_ns();
+        let now = self.now();
         r.ctime = now;
         let stub = Inode {
             shared: true,

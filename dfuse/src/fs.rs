@@ -607,11 +607,11 @@ impl Core {
             self.ahead.forget(ino_of(o.parent), &o.name);
         }
         if !orphan && s.size.is_none() && o.kind() != Kind::Dir {
-            // The change happens now by this clock, not the kernel's coarser
-            // one: dfs takes the change time as when an mtime was set, to
-            // order it against the epochs of writes.
+            // The change happens now by the container's clock, not the
+            // kernel's coarser one: dfs takes the change time as when an
+            // mtime was set, to order it against the epochs of writes.
             let s = &SetAttr {
-                ctime: Some(dfs::now_ns()),
+                ctime: Some(self.dfs.now()),
                 ..s.clone()
             };
             if let Some(a) = self.defer_fields(ino, &o, s) {

@@ -4,6 +4,7 @@
 //! Invariant: a [`Container`] is an open handle (its `coh` is known to the
 //! container service) until [`Container::close`]; every object I/O names it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use placement::{ObjectClass, ObjectId, ObjectType};
@@ -32,6 +33,8 @@ pub(crate) struct ContInner {
     props: Vec<(String, String)>,
     /// Object ids reserved from the service and not yet used: (next, end).
     oids: Mutex<(u64, u64)>,
+    /// The newest epoch a write's reply carried (see [`Container::now`]).
+    seen: AtomicU64,
 }
 
 /// How many object ids one reservation takes from the service.
@@ -59,8 +62,26 @@ impl Container {
                 rw,
                 props: info.props.into_iter().map(|p| (p.name, p.value)).collect(),
                 oids: Mutex::new((0, 0)),
+                seen: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// The client's hybrid clock, in ns like the engines' epochs: the wall
+    /// clock, or past every epoch a write through this container was given,
+    /// whichever is later (DAOS's `d_hlc_get` after its replies' clock
+    /// sync). A time taken after a write returned is after that write's
+    /// epoch, however the engines' clocks are skewed from this one.
+    pub fn now(&self) -> u64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        wall.max(self.inner.seen.load(Ordering::Acquire).saturating_add(1))
+    }
+
+    /// Takes note of the epoch a write was given.
+    pub(crate) fn observe(&self, epoch: u64) {
+        self.inner.seen.fetch_max(epoch, Ordering::AcqRel);
     }
 
     pub fn uuid(&self) -> &str {

@@ -342,6 +342,7 @@ impl Object {
         let (r, _): (pb::UpdateResp, _) = self
             .call(shards[0], opcode::obj::UPDATE, &req, bulk)
             .await?;
+        self.cont.observe(r.epoch);
         Ok(r.epoch)
     }
 

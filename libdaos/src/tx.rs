@@ -184,7 +184,10 @@ impl Tx {
                 )
                 .await
             {
-                Ok((r, _)) => return Ok(r.epoch),
+                Ok((r, _)) => {
+                    self.cont.observe(r.epoch);
+                    return Ok(r.epoch);
+                }
                 Err(e)
                     if matches!(
                         e.der(),
