@@ -45,11 +45,12 @@ pub struct Inode {
     pub oid_lo: u64,
     pub atime: i64,
     pub mtime: i64,
-    /// When `mtime` was last set, in ns of the client's clock, which the
-    /// engines' epochs follow (DAOS's `obj_hlc`): a write to a file's bytes
-    /// with a larger epoch is newer, and its epoch is the file's mtime. Not
-    /// in the record's bytes but beside them (dfs's `DFS_MTIME` akey);
-    /// `decode` takes `mtime` itself.
+    /// When `mtime` was last set, in ns of the container's hybrid clock
+    /// (libdaos `Container::now`, past the epochs of the writes made before;
+    /// DAOS's `obj_hlc`): a write to a file's bytes with a larger epoch is
+    /// newer, and its epoch is the file's mtime. Not in the record's bytes
+    /// but beside them (dfs's `DFS_MTIME` akey); `decode` takes `mtime`
+    /// itself.
     pub mtime_at: i64,
     pub ctime: i64,
     pub chunk_size: u64,
