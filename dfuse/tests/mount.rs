@@ -993,6 +993,17 @@ fn real_world_tools_work() {
         "the tree unpacked on dfuse differs"
     );
     sh(&m, &format!("diff -r . {}", local.display()));
+    // What the engines hold, seen through a second mount that caches
+    // nothing, has the tarball's times, modes and owners: the changes tar
+    // made to each open file were stored at its close.
+    let fresh = env.mountpoint("rw-nocache");
+    let o = env.dfuse_out(&[fresh.to_str().unwrap(), "tank", "fs", "--disable-caching"]);
+    assert!(o.status.success(), "{o:?}");
+    let _fresh_mounted = Mounted {
+        path: fresh.clone(),
+        child: None,
+    };
+    sh(&fresh, &format!("tar dzf {}", tarball.display()));
 
     fs::create_dir_all(m.join("proj")).unwrap();
     let proj = m.join("proj");
