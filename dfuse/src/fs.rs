@@ -688,8 +688,8 @@ impl Core {
             return None;
         }
         let mut a = self.attrs.get(&ino)?;
-        a.mtime = s.mtime.unwrap_or(a.mtime);
-        a.ctime = s.ctime.unwrap_or(a.ctime);
+        let ctime = s.ctime.unwrap_or(a.ctime);
+        held_fields(&mut a, s, ctime);
         self.cached(&a);
         Some(a)
     }
@@ -708,7 +708,7 @@ impl Core {
             return None;
         }
         let mut a = self.attrs.get(&ino)?;
-        let ctime = s.ctime.unwrap_or_else(dfs::now_ns);
+        let ctime = s.ctime.unwrap_or_else(|| self.dfs.now());
         let first = {
             let mut d = lock(&self.deferred);
             let first = d.is_empty();
