@@ -18,6 +18,12 @@
 //! kernel itself allows a cached negative lookup; the answer's timeout is
 //! what is left of the window, so the kernel never holds it longer.
 //!
+//! It keeps whole listings too: a directory listed from its start to its
+//! end is listed again from memory within the dentry timeout ([`Ahead::listed`],
+//! [`Ahead::listing_of`]). `rm -rf` lists each directory twice (a look at
+//! its first entries, then the whole of it before removing them), `find`
+//! and `make` list the same directories over and over.
+//!
 //! Invariants: an entry lives here for the dentry timeout at most (the time
 //! the kernel itself may trust a name); a name changed through this mount
 //! is dropped, and so is that name in a page whose listing began before the
@@ -26,9 +32,12 @@
 //! more than [`CHANGES_KEPT`] changed is not kept); at most one fetch runs
 //! per directory, and it stops when the lookups stop coming; a name is
 //! recorded as created in a fresh directory before the create is sent, so
-//! no lookup racing it is answered "absent".
+//! no lookup racing it is answered "absent"; a listing is kept only if no
+//! name changed through this mount while it was read, and dropped when a
+//! name in its directory changes.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -83,6 +92,10 @@ pub struct Ahead {
     /// The negative dentry timeout: how long a made directory stays fresh.
     neg_ttl: Duration,
     fresh: Mutex<HashMap<u64, Fresh>>,
+    /// Whole listings by directory (the entries after `.` and `..`).
+    listings: moka::sync::Cache<u64, Arc<Vec<Obj>>>,
+    /// Names changed through this mount, in any directory, counted.
+    changes: AtomicU64,
 }
 
 impl Ahead {
@@ -99,6 +112,37 @@ impl Ahead {
                 .time_to_live(ttl.max(Duration::from_millis(1)))
                 .build(),
             scans: Mutex::new(HashMap::new()),
+            listings: moka::sync::Cache::builder()
+                .max_capacity(if ttl.is_zero() { 0 } else { ENTRIES })
+                .weigher(|_, l: &Arc<Vec<Obj>>| u32::try_from(l.len()).unwrap_or(u32::MAX).max(1))
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    /// The whole listing of `dir` if it was read within the dentry timeout
+    /// and no name in it changed through this mount since.
+    pub fn listing_of(&self, dir: u64) -> Option<Arc<Vec<Obj>>> {
+        self.listings.get(&dir)
+    }
+
+    /// The count to hand to [`Ahead::listed`] for a listing about to begin.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// `dir` was listed whole, beginning when [`Ahead::changes`] said
+    /// `since`: kept unless some name changed through this mount meanwhile.
+    pub fn listed(&self, dir: u64, since: u64, entries: Vec<Obj>) {
+        if self.ttl.is_zero() || self.changes() != since {
+            return;
+        }
+        self.listings.insert(dir, Arc::new(entries));
+        // A change that counted itself while this was stored has dropped it
+        // already, or drops it after: either way nothing stale stays.
+        if self.changes() != since {
+            self.listings.invalidate(&dir);
         }
     }
 
@@ -228,6 +272,8 @@ impl Ahead {
         if self.ttl.is_zero() {
             return;
         }
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        self.listings.invalidate(&dir);
         if let Some(s) = self.scans().get_mut(&dir) {
             if s.fetch.is_some() {
                 if let Some(c) = &mut s.changed {
@@ -359,6 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_listing_is_kept_until_a_name_in_it_changes() {
+        let a = Ahead::new(Duration::from_secs(5), Duration::ZERO);
+        let since = a.changes();
+        a.listed(7, since, vec![obj("x"), obj("y")]);
+        assert_eq!(a.listing_of(7).unwrap().len(), 2);
+        // A change in another directory leaves it; one in it drops it.
+        a.forget(8, b"z");
+        assert!(a.listing_of(7).is_some());
+        a.forget(7, b"x");
+        assert!(a.listing_of(7).is_none());
+        // A listing during which any name changed is not kept.
+        let since = a.changes();
+        a.forget(9, b"w");
+        a.listed(7, since, vec![obj("y")]);
+        assert!(a.listing_of(7).is_none());
+    }
+
+    #[test]
     fn nothing_is_kept_with_caching_off() {
         let a = Ahead::new(Duration::ZERO, Duration::ZERO);
         for _ in 0..2 * START_AFTER {
@@ -366,6 +430,8 @@ mod tests {
         }
         a.made_dir(8);
         assert!(a.absent_for(8, b"x").is_none());
+        a.listed(7, a.changes(), vec![obj("x")]);
+        assert!(a.listing_of(7).is_none());
     }
 
     #[test]

@@ -66,6 +66,18 @@ struct DirStream {
     entries: Vec<DirEnt>,
     anchor: Option<(usize, Vec<u8>)>,
     done: bool,
+    /// [`Ahead::changes`] when the listing began at its first entry: the
+    /// whole of it may be kept for the next open (see [`crate::ahead`]).
+    since: Option<u64>,
+}
+
+fn dir_ent(o: Obj) -> DirEnt {
+    DirEnt {
+        ino: ino_of(o.oid),
+        kind: o.kind(),
+        name: o.name.clone(),
+        obj: Some(o),
+    }
 }
 
 #[derive(Debug)]
@@ -108,6 +120,10 @@ pub struct Core {
     frees: Arc<tokio::sync::Semaphore>,
     /// Directory entries fetched ahead of the kernel's lookups.
     ahead: Ahead,
+    /// Directories whose listing the kernel keeps in its page cache, from
+    /// the open that had it start one, for the dentry timeout (see
+    /// [`Core::opendir`]).
+    kernel_listings: moka::sync::Cache<u64, ()>,
     /// Field changes (times, permissions, owner) of open files not stored
     /// yet, merged per inode (see [`Core::defer_fields`]).
     deferred: Mutex<HashMap<u64, (Obj, SetAttr)>>,
@@ -267,6 +283,14 @@ impl Core {
             next_fh: AtomicU64::new(1),
             attrs: attr_timed_cache(&caching),
             no_caps: attr_timed_cache(&caching),
+            kernel_listings: moka::sync::Cache::builder()
+                .max_capacity(if caching.dentry.is_zero() {
+                    0
+                } else {
+                    ATTR_CACHE_ENTRIES
+                })
+                .time_to_live(caching.dentry.max(Duration::from_millis(1)))
+                .build(),
             caching,
             append_lock: tokio::sync::Mutex::new(()),
             frees: Arc::new(tokio::sync::Semaphore::new(FREES_IN_FLIGHT)),
@@ -1031,13 +1055,31 @@ impl Core {
         Ok(lock(&self.inodes).released(ino))
     }
 
-    pub fn opendir(&self, ino: u64) -> Result<u64, Errno> {
+    /// Opens directory `ino`; with the dentry timeout set, the kernel keeps
+    /// the listing it reads through the handle in its page cache
+    /// (`FOPEN_CACHE_DIR`, as DAOS's dfuse does), and a later open within the
+    /// timeout of the one that started it lists from there
+    /// (`FOPEN_KEEP_CACHE`): `rm -rf` and `find` open every directory twice
+    /// or more, and each listing would be an engine round trip per page.
+    /// The kernel drops its copy by itself when the directory changes
+    /// through this mount; a change made elsewhere shows from the first open
+    /// after the timeout, as a name's does.
+    pub fn opendir(&self, ino: u64) -> Result<(u64, FopenFlags), Errno> {
         self.dir(ino)?;
         lock(&self.inodes).opened(ino)?;
-        Ok(self.new_fh(Handle::Dir {
+        let fh = self.new_fh(Handle::Dir {
             ino,
             stream: Arc::default(),
-        }))
+        });
+        let flags = if self.caching.dentry.is_zero() {
+            FopenFlags::empty()
+        } else if self.kernel_listings.contains_key(&ino) {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            self.kernel_listings.insert(ino, ());
+            FopenFlags::FOPEN_CACHE_DIR
+        };
+        Ok((fh, flags))
     }
 
     /// The entries from `offset` on (at most `want`), each with the offset
@@ -1076,22 +1118,27 @@ impl Core {
                 name: b"..".to_vec(),
                 obj: None,
             });
+            match self.ahead.listing_of(ino) {
+                Some(whole) => {
+                    s.entries.extend(whole.iter().cloned().map(dir_ent));
+                    s.done = true;
+                }
+                None => s.since = Some(self.ahead.changes()),
+            }
         }
         let start = usize::try_from(offset).map_err(|_| Errno(libc::EINVAL))?;
         while s.entries.len() < start.saturating_add(want) && !s.done {
             let (page, next) = self.dfs.readdir(&dir, s.anchor.clone(), DIR_PAGE).await?;
-            for o in page {
-                let kind = o.kind();
-                s.entries.push(DirEnt {
-                    ino: ino_of(o.oid),
-                    kind,
-                    name: o.name.clone(),
-                    obj: Some(o),
-                });
-            }
+            s.entries.extend(page.into_iter().map(dir_ent));
             match next {
                 Some(a) => s.anchor = Some(a),
-                None => s.done = true,
+                None => {
+                    s.done = true;
+                    if let Some(since) = s.since {
+                        let whole = s.entries.iter().filter_map(|e| e.obj.clone()).collect();
+                        self.ahead.listed(ino, since, whole);
+                    }
+                }
             }
         }
         Ok(s.entries
@@ -1680,7 +1727,7 @@ impl Filesystem for DfuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok((fh, flags)) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(err(e)),
         }
     }

@@ -1230,4 +1230,43 @@ fn lookups_from_memory_match_the_engines() {
             "{n}"
         );
     }
+
+    // Listings are kept for the dentry timeout (by the kernel once read to
+    // the end, by dfuse once read whole): a change through the same mount
+    // shows in the next listing at once, one through another mount once the
+    // timeout has passed.
+    let list = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let glance = |d: &Path| {
+        // One getdents, as `rm -rf` first looks at a directory.
+        fs::read_dir(d).unwrap().next().unwrap().unwrap();
+    };
+    let (la, lb) = (a.path.join("l"), b.path.join("l"));
+    fs::create_dir(&la).unwrap();
+    for n in ["f0", "f1", "f2"] {
+        fs::write(la.join(n), b"x").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(list(&lb), ["f0", "f1", "f2"]);
+    assert_eq!(list(&lb), ["f0", "f1", "f2"]);
+    fs::write(lb.join("g"), b"g").unwrap();
+    assert_eq!(list(&lb), ["f0", "f1", "f2", "g"]);
+    glance(&lb);
+    fs::remove_file(lb.join("f0")).unwrap();
+    assert_eq!(list(&lb), ["f1", "f2", "g"]);
+    glance(&lb);
+    fs::rename(lb.join("f1"), lb.join("h")).unwrap();
+    assert_eq!(list(&lb), ["f2", "g", "h"]);
+    glance(&lb);
+    fs::create_dir(lb.join("sub")).unwrap();
+    assert_eq!(list(&lb), ["f2", "g", "h", "sub"]);
+    fs::write(la.join("from-a"), b"a").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(list(&lb), ["f2", "from-a", "g", "h", "sub"]);
 }
