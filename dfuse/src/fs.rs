@@ -1340,8 +1340,32 @@ impl DfuseFs {
         }
     }
 
-    fn ttls(&self) -> (Duration, Duration) {
-        (self.core.caching.attr, self.core.caching.dentry)
+    fn ttls(&self) -> Ttls {
+        Ttls {
+            attr: self.core.caching.attr,
+            entry: self.core.caching.dentry,
+            dir_entry: self.core.caching.dentry_dir,
+        }
+    }
+}
+
+/// How long the kernel may keep what a reply tells it.
+#[derive(Debug, Clone, Copy)]
+struct Ttls {
+    attr: Duration,
+    entry: Duration,
+    /// The entry timeout of a name that is a directory
+    /// (`dfuse-dentry-dir-time`): path walks go through directories.
+    dir_entry: Duration,
+}
+
+impl Ttls {
+    fn entry_of(&self, kind: Kind) -> Duration {
+        if kind == Kind::Dir {
+            self.dir_entry
+        } else {
+            self.entry
+        }
     }
 }
 
@@ -1378,9 +1402,9 @@ fn reply_absent(reply: ReplyEntry, ttl: Duration) {
     reply.entry_with_ttls(&ttl, &ttl, &a, Generation(0));
 }
 
-fn reply_entry(reply: ReplyEntry, r: Result<Attr, Errno>, attr_ttl: Duration, entry_ttl: Duration) {
+fn reply_entry(reply: ReplyEntry, r: Result<Attr, Errno>, t: Ttls) {
     match r {
-        Ok(a) => reply.entry_with_ttls(&attr_ttl, &entry_ttl, &fuse_attr(&a), Generation(0)),
+        Ok(a) => reply.entry_with_ttls(&t.attr, &t.entry_of(a.kind), &fuse_attr(&a), Generation(0)),
         Err(e) => reply.error(err(e)),
     }
 }
@@ -1439,14 +1463,14 @@ impl Filesystem for DfuseFs {
         if let Some(ttl) = self.core.absent_for(parent.0, &name) {
             return reply_absent(reply, ttl);
         }
-        let (attr_ttl, entry_ttl) = self.ttls();
+        let ttls = self.ttls();
         let neg_ttl = self.core.caching.ndentry;
         self.spawn(move |c| async move {
             match c.lookup(parent.0, &name).await {
                 Err(Errno(libc::ENOENT)) if neg_ttl > Duration::ZERO => {
                     reply_absent(reply, neg_ttl)
                 }
-                r => reply_entry(reply, r, attr_ttl, entry_ttl),
+                r => reply_entry(reply, r, ttls),
             }
         });
     }
@@ -1524,7 +1548,7 @@ impl Filesystem for DfuseFs {
     ) {
         let name = name_bytes(name);
         let owner = self.owner(req);
-        let (at, et) = self.ttls();
+        let ttls = self.ttls();
         self.spawn(move |c| async move {
             let special = match mode & libc::S_IFMT {
                 libc::S_IFCHR | libc::S_IFBLK => Special::Rdev(rdev),
@@ -1536,7 +1560,7 @@ impl Filesystem for DfuseFs {
                 mode
             };
             let r = c.make(parent.0, &name, mode, owner, special).await;
-            reply_entry(reply, r, at, et);
+            reply_entry(reply, r, ttls);
         });
     }
 
@@ -1551,11 +1575,11 @@ impl Filesystem for DfuseFs {
     ) {
         let name = name_bytes(name);
         let owner = self.owner(req);
-        let (at, et) = self.ttls();
+        let ttls = self.ttls();
         self.spawn(move |c| async move {
             let mode = libc::S_IFDIR | (mode & 0o7777);
             let r = c.make(parent.0, &name, mode, owner, Special::None).await;
-            reply_entry(reply, r, at, et);
+            reply_entry(reply, r, ttls);
         });
     }
 
@@ -1580,7 +1604,7 @@ impl Filesystem for DfuseFs {
         let name = name_bytes(link_name);
         let target = target.as_os_str().as_bytes().to_vec();
         let owner = self.owner(req);
-        let (at, et) = self.ttls();
+        let ttls = self.ttls();
         self.spawn(move |c| async move {
             let r = c
                 .make(
@@ -1591,7 +1615,7 @@ impl Filesystem for DfuseFs {
                     Special::Symlink(&target),
                 )
                 .await;
-            reply_entry(reply, r, at, et);
+            reply_entry(reply, r, ttls);
         });
     }
 
@@ -1624,10 +1648,10 @@ impl Filesystem for DfuseFs {
         reply: ReplyEntry,
     ) {
         let newname = name_bytes(newname);
-        let (at, et) = self.ttls();
+        let ttls = self.ttls();
         self.spawn(move |c| async move {
             let r = c.link(ino.0, newparent.0, &newname).await;
-            reply_entry(reply, r, at, et);
+            reply_entry(reply, r, ttls);
         });
     }
 
@@ -1766,15 +1790,15 @@ impl Filesystem for DfuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let (attr_ttl, entry_ttl) = self.ttls();
-        // One TTL per entry in this reply: the shorter keeps both promises.
-        let ttl = attr_ttl.min(entry_ttl);
+        let ttls = self.ttls();
         self.spawn(move |c| async move {
             // Entries with attributes are bigger: a smaller page.
             match c.readdirplus(ino.0, fh.0, offset, 64).await {
                 Ok(ents) => {
                     for (next, e, a) in ents {
                         let name = OsStr::from_bytes(&e.name);
+                        // One TTL per entry: the shorter keeps both promises.
+                        let ttl = ttls.attr.min(ttls.entry_of(e.kind));
                         if reply.add(
                             INodeNo(e.ino),
                             next,
@@ -1907,7 +1931,7 @@ impl Filesystem for DfuseFs {
     ) {
         let name = name_bytes(name);
         let owner = self.owner(req);
-        let (at, _) = self.ttls();
+        let at = self.ttls().attr;
         self.spawn(move |c| async move {
             match c.create(parent.0, &name, mode, flags, owner).await {
                 Ok((a, fh)) => {

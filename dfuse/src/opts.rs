@@ -274,6 +274,8 @@ pub fn resolve(cli: Cli) -> Result<Settings> {
 pub struct Caching {
     pub attr: Duration,
     pub dentry: Duration,
+    /// The entry timeout of names that are directories.
+    pub dentry_dir: Duration,
     pub ndentry: Duration,
     /// Keep the page cache across opens when the file did not change.
     pub data: bool,
@@ -287,6 +289,7 @@ pub struct Caching {
 pub const CACHE_ATTRS: &[&str] = &[
     "dfuse-attr-time",
     "dfuse-dentry-time",
+    "dfuse-dentry-dir-time",
     "dfuse-ndentry-time",
     "dfuse-data-cache",
     "dfuse-direct-io-disable",
@@ -299,6 +302,7 @@ impl Caching {
             Caching {
                 attr: Duration::from_secs(1),
                 dentry: Duration::from_secs(1),
+                dentry_dir: Duration::from_secs(1),
                 ndentry: Duration::from_secs(1),
                 data: true,
                 wb,
@@ -308,6 +312,7 @@ impl Caching {
             Caching {
                 attr: Duration::ZERO,
                 dentry: Duration::ZERO,
+                dentry_dir: Duration::ZERO,
                 ndentry: Duration::ZERO,
                 data: false,
                 wb: false,
@@ -322,6 +327,7 @@ impl Caching {
         if self.direct_io {
             return Ok(());
         }
+        let mut dentry_dir = None;
         for (name, value) in attrs {
             let v = String::from_utf8_lossy(value);
             let v = v.trim_end_matches('\0').trim();
@@ -329,6 +335,7 @@ impl Caching {
             match name.as_str() {
                 "dfuse-attr-time" => self.attr = parse_duration(v).ok_or_else(bad)?,
                 "dfuse-dentry-time" => self.dentry = parse_duration(v).ok_or_else(bad)?,
+                "dfuse-dentry-dir-time" => dentry_dir = Some(parse_duration(v).ok_or_else(bad)?),
                 "dfuse-ndentry-time" => self.ndentry = parse_duration(v).ok_or_else(bad)?,
                 "dfuse-data-cache" => match v {
                     "off" | "false" | "no" | "0" | "0s" => self.data = false,
@@ -346,6 +353,9 @@ impl Caching {
                 _ => {}
             }
         }
+        // As DAOS's dfuse: a directory's entry timeout is the entry timeout
+        // unless set on its own.
+        self.dentry_dir = dentry_dir.unwrap_or(self.dentry);
         Ok(())
     }
 }
@@ -445,5 +455,30 @@ mod tests {
         off.apply_attrs(&[("dfuse-attr-time".into(), b"10s".to_vec())])
             .unwrap();
         assert_eq!(off, Caching::new(false, false));
+    }
+
+    #[test]
+    fn a_directorys_entry_timeout_follows_the_entry_timeout_unless_set() {
+        let c = Caching::new(true, true);
+        assert_eq!(c.dentry_dir, c.dentry);
+        let mut c = Caching::new(true, true);
+        c.apply_attrs(&[("dfuse-dentry-time".into(), b"7".to_vec())])
+            .unwrap();
+        assert_eq!(c.dentry_dir, Duration::from_secs(7));
+        let mut c = Caching::new(true, true);
+        // Either order.
+        c.apply_attrs(&[
+            ("dfuse-dentry-dir-time".into(), b"5m".to_vec()),
+            ("dfuse-dentry-time".into(), b"2s".to_vec()),
+        ])
+        .unwrap();
+        assert_eq!(
+            (c.dentry, c.dentry_dir),
+            (Duration::from_secs(2), Duration::from_secs(300))
+        );
+        assert!(c
+            .apply_attrs(&[("dfuse-dentry-dir-time".into(), b"later".to_vec())])
+            .is_err());
+        assert_eq!(Caching::new(false, true).dentry_dir, Duration::ZERO);
     }
 }
