@@ -1160,7 +1160,12 @@ impl Core {
         want: usize,
     ) -> Result<Vec<(u64, DirEnt, Attr)>, Errno> {
         let ents = self.readdir(ino, fh, offset, want).await?;
-        let dir_attr = self.getattr(ino).await?;
+        // Only `.` and `..` (the first page) carry the directory's own.
+        let dir_attr = if ents.iter().any(|(_, e)| e.obj.is_none()) {
+            Some(self.getattr(ino).await?)
+        } else {
+            None
+        };
         // Within the attribute timeout an entry's attributes come from the
         // cache: tools list a directory several times over (`rm -rf` opens
         // each one twice), and a file's size costs a message per target.
@@ -1170,7 +1175,7 @@ impl Core {
             .iter()
             .map(|(_, e)| match e.obj {
                 Some(_) => read.next().unwrap_or(Err(Errno(libc::EIO))),
-                None => Ok(dir_attr.clone()),
+                None => dir_attr.clone().ok_or(Errno(libc::EIO)),
             })
             .collect();
         let mut out = Vec::with_capacity(ents.len());
