@@ -412,7 +412,7 @@ impl Core {
         if let Some(e) = lock(&self.inodes).get_mut(ino) {
             e.written = true;
         }
-        let now = dfs::now_ns();
+        let now = self.dfs.now();
         self.attrs.entry(ino).and_compute_with(|e| match e {
             Some(e) => {
                 let mut a = e.into_value();
@@ -662,7 +662,7 @@ impl Core {
         if let Some(size) = s.size {
             self.dfs.set_size(&o, size).await?;
         }
-        let now = dfs::now_ns();
+        let now = self.dfs.now();
         let o = {
             let mut t = lock(&self.inodes);
             let e = t.get_mut(ino).ok_or(Errno(libc::ESTALE))?;
@@ -1430,9 +1430,10 @@ fn reply_xattr(reply: ReplyXattr, r: Result<Vec<u8>, Errno>, size: u32) {
     }
 }
 
-fn time_ns(t: TimeOrNow) -> i64 {
+/// `t` in ns; "now" by the container's clock, as every time dfs sets.
+fn time_ns(t: TimeOrNow, now: i64) -> i64 {
     match t {
-        TimeOrNow::Now => dfs::now_ns(),
+        TimeOrNow::Now => now,
         TimeOrNow::SpecificTime(t) => ns_of(t),
     }
 }
@@ -1514,13 +1515,14 @@ impl Filesystem for DfuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let now = self.core.dfs().now();
         let s = SetAttr {
             mode,
             uid,
             gid,
             size,
-            atime: atime.map(time_ns),
-            mtime: mtime.map(time_ns),
+            atime: atime.map(|t| time_ns(t, now)),
+            mtime: mtime.map(|t| time_ns(t, now)),
             ctime: ctime.map(ns_of),
         };
         let ttl = self.core.caching.attr;

@@ -430,12 +430,11 @@ async fn obj_query(e: &Arc<Engine>, r: pb::QueryKeyReq) -> Result<pb::QueryKeyRe
         e.targets().read(tgt, move |ts, _| {
             let a = (!akey.is_empty()).then_some(akey.as_slice());
             let v = ts.vos(&pool)?;
-            let max_epoch = if want_epoch {
-                v.max_epoch(oid, epoch, a)?
+            if want_epoch {
+                v.query_max_and_epoch(oid, epoch, a)
             } else {
-                0
-            };
-            Ok((v.query_max(oid, epoch, None, a)?, max_epoch))
+                Ok((v.query_max(oid, epoch, None, a)?, 0))
+            }
         })
     });
     // As over shards on different ranks (libdaos): the highest dkey decides,

@@ -1156,14 +1156,19 @@ impl Vos {
         Ok(None)
     }
 
-    /// The newest epoch at or below `epoch` at which `oid` changed on this
-    /// target (with `akey`: its values under that akey), 0 if never: DAOS's
-    /// `max_epoch` of a key query, which dfs shows as a file's mtime.
-    pub fn max_epoch(&self, oid: Oid, epoch: u64, akey: Option<&[u8]>) -> Result<u64> {
-        if let Some((id, e)) = self.img.lock_conflict(oid, None, Some(epoch)) {
-            return Err(in_progress(oid, b"", id, e));
-        }
-        Ok(self.img.max_epoch(oid, epoch, akey))
+    /// [`Vos::query_max`] of the whole object, and beside it the newest
+    /// epoch at or below `epoch` at which `oid` changed on this target (with
+    /// `akey`: its values under that akey), 0 if never: DAOS's `max_epoch`
+    /// of a key query, which dfs shows as a file's mtime. The object's locks
+    /// are checked once for both.
+    pub fn query_max_and_epoch(
+        &self,
+        oid: Oid,
+        epoch: u64,
+        akey: Option<&[u8]>,
+    ) -> Result<(Option<QueryMax>, u64)> {
+        let q = self.query_max(oid, epoch, None, akey)?;
+        Ok((q, self.img.max_epoch(oid, epoch, akey)))
     }
 
     /// Space use; see [`VosSpace`].

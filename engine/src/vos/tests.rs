@@ -1229,14 +1229,14 @@ fn containers_are_separate() {
 fn max_epoch_is_the_newest_change_at_or_below() {
     let d = TempDir::new().unwrap();
     let mut v = open(&d, 1 << 20, None);
-    assert_eq!(v.max_epoch(O1, 10, None).unwrap(), 0);
+    assert_eq!(v.query_max_and_epoch(O1, 10, None).unwrap().1, 0);
     put_arr(&mut v, O1, 2, &1u64.to_be_bytes(), b"arr", 0, b"xyz");
     put_arr(&mut v, O1, 5, &2u64.to_be_bytes(), b"arr", 100, b"xyz");
     put(&mut v, O1, 7, &9u64.to_be_bytes(), b"other", b"v");
-    assert_eq!(v.max_epoch(O1, 10, None).unwrap(), 7);
-    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 5);
-    assert_eq!(v.max_epoch(O1, 4, Some(b"arr")).unwrap(), 2);
-    assert_eq!(v.max_epoch(O1, 1, Some(b"arr")).unwrap(), 0);
+    assert_eq!(v.query_max_and_epoch(O1, 10, None).unwrap().1, 7);
+    assert_eq!(v.query_max_and_epoch(O1, 10, Some(b"arr")).unwrap().1, 5);
+    assert_eq!(v.query_max_and_epoch(O1, 4, Some(b"arr")).unwrap().1, 2);
+    assert_eq!(v.query_max_and_epoch(O1, 1, Some(b"arr")).unwrap().1, 0);
     // A punch of records, or of a dkey holding the akey, is a change too; a
     // punch of a dkey without it is not.
     v.update(
@@ -1247,7 +1247,7 @@ fn max_epoch_is_the_newest_change_at_or_below() {
         Cond::NONE,
     )
     .unwrap();
-    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 8);
+    assert_eq!(v.query_max_and_epoch(O1, 10, Some(b"arr")).unwrap().1, 8);
     v.punch(
         O1,
         9,
@@ -1255,8 +1255,8 @@ fn max_epoch_is_the_newest_change_at_or_below() {
         Cond::NONE,
     )
     .unwrap();
-    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 8);
-    assert_eq!(v.max_epoch(O1, 10, None).unwrap(), 9);
+    assert_eq!(v.query_max_and_epoch(O1, 10, Some(b"arr")).unwrap().1, 8);
+    assert_eq!(v.query_max_and_epoch(O1, 10, None).unwrap().1, 9);
     v.punch(
         O1,
         10,
@@ -1264,5 +1264,5 @@ fn max_epoch_is_the_newest_change_at_or_below() {
         Cond::NONE,
     )
     .unwrap();
-    assert_eq!(v.max_epoch(O1, 10, Some(b"arr")).unwrap(), 10);
+    assert_eq!(v.query_max_and_epoch(O1, 10, Some(b"arr")).unwrap().1, 10);
 }
