@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use dfs::{rename_flags, Dfs, Errno, Kind, SetAttr, Special};
+use dfs::{rename_flags, Dfs, Errno, Kind, Obj, SetAttr, Special};
 use libdaos::{Daos, DaosOpts, PoolFlags};
 use testkit::System;
 
@@ -28,6 +28,18 @@ async fn setup() -> (System, Dfs) {
     let cont = pool.open_container("fs", true).await.unwrap();
     let fs = Dfs::mount(cont).await.unwrap();
     (sys, fs)
+}
+
+/// [`setup`] with a regular file `f` in the root: the system, the mount,
+/// the root and the file.
+async fn with_file() -> (System, Dfs, Obj, Obj) {
+    let (sys, fs) = setup().await;
+    let root = fs.root().await.unwrap();
+    let f = fs
+        .create(&root, b"f", REG | 0o644, 0, 0, Special::None)
+        .await
+        .unwrap();
+    (sys, fs, root, f)
 }
 
 fn e(n: i32) -> Errno {
@@ -675,12 +687,7 @@ fn fields(
 /// name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fields_written_beside_the_record() {
-    let (_sys, fs) = setup().await;
-    let root = fs.root().await.unwrap();
-    let f = fs
-        .create(&root, b"f", REG | 0o644, 0, 0, Special::None)
-        .await
-        .unwrap();
+    let (_sys, fs, root, f) = with_file().await;
     let (at, mt, ct) = (1_000_000_001, 2_000_000_002, 3_000_000_003);
     let s = fields(Some(at), Some(mt), ct, Some(0o4711), Some((7, 8)));
     assert_eq!(fs.set_fields(&f, &s).await.unwrap(), ct);
@@ -793,12 +800,7 @@ async fn fields_written_beside_the_record() {
 /// links.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtime_is_the_newest_write_unless_set_since() {
-    let (_sys, fs) = setup().await;
-    let root = fs.root().await.unwrap();
-    let f = fs
-        .create(&root, b"f", REG | 0o644, 0, 0, Special::None)
-        .await
-        .unwrap();
+    let (_sys, fs, root, f) = with_file().await;
     let made = fs.getattr(&f).await.unwrap();
     let before = dfs::now_ns();
     fs.write(&f, 0, Bytes::from_static(b"data")).await.unwrap();
